@@ -1,0 +1,1 @@
+"""Command-line face of notebook-agent: the embedded server today, the agent next."""
