@@ -96,7 +96,9 @@ class RawClient:
 
     def ok(self, endpoint: str, data: dict | None = None, **kwargs: Any) -> dict[str, Any]:
         reply = self.call(endpoint, data, **kwargs)
-        assert reply.status == 200, f"{endpoint}: {reply.meta['result_code']}/{reply.subcode} {reply.meta['result_msg']}"
+        assert reply.status == 200, (
+            f"{endpoint}: {reply.meta['result_code']}/{reply.subcode} {reply.meta['result_msg']}"
+        )
         return reply.data
 
     # shortcuts used across tests

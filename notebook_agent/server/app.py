@@ -73,7 +73,7 @@ class EmbeddedServer:
         self.write_client_config()
         self._thread = threading.Thread(
             target=self._http.serve_forever,
-            kwargs={"poll_interval": 0.2},
+            kwargs={"poll_interval": 0.05},
             name="notebook-agent-server",
             daemon=True,
         )

@@ -149,7 +149,8 @@ def _sort_key(value: Any) -> tuple:
 
 
 def order_and_page(docs: list[dict], data: dict[str, Any]) -> list[dict]:
-    for key in reversed(data.get("order_by") or []):
+    order_by = data.get("order_by") or []
+    for key in reversed([order_by] if isinstance(order_by, str) else order_by):
         if not isinstance(key, str) or not key:
             continue
         reverse = key.startswith("-")
@@ -157,8 +158,11 @@ def order_and_page(docs: list[dict], data: dict[str, Any]) -> list[dict]:
         docs.sort(key=lambda d, p=path: _sort_key(get_path(d, p)), reverse=reverse)
     page, page_size = data.get("page"), data.get("page_size") or data.get("size")
     if page_size is not None:
-        page_size = min(int(page_size), MAX_PAGE_SIZE)
-        start = int(page or 0) * page_size
+        try:
+            page_size = min(int(page_size), MAX_PAGE_SIZE)
+            start = int(page or 0) * page_size
+        except (TypeError, ValueError):
+            raise errors.validation_error(f"page and page_size must be integers, got {page!r}, {page_size!r}") from None
         return docs[start : start + page_size]
     return docs
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import socket
+import threading
 import uuid
 from http import cookies
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,13 +57,40 @@ class ApiServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], backend: Backend) -> None:
         self.backend = backend
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
         super().__init__(address, ApiRequestHandler)
+
+    def track(self, connection: socket.socket, alive: bool) -> None:
+        with self._connections_lock:
+            (self._connections.add if alive else self._connections.discard)(connection)
+
+    def server_close(self) -> None:
+        """Close the listening socket and every kept-alive connection, so no handler outlives the store."""
+        super().server_close()
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
 
 class ApiRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, each kept-alive call would stall ~40 ms.
+    disable_nagle_algorithm = True
     server: ApiServer
     server_version = "clearml"
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, False)
 
     def log_message(self, format: str, *args: Any) -> None:
         # The request line never carries a secret (credentials travel in headers), but keep it quiet.
@@ -80,6 +110,8 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         for key, value in (extra or {}).items():
             self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
@@ -114,6 +146,11 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
             code, subcode, msg, error_data, stack = 200, 0, "OK", {}, None
         except errors.ServerError as err:
             data, code, subcode, msg, error_data, stack = {}, err.code, err.subcode, err.msg, err.data, None
+        except (ValueError, TypeError) as exc:
+            # A field of the wrong type that a handler could not convert: the caller's input, not a crash.
+            logger.debug("bad field value in %s", name, exc_info=True)
+            data, code, subcode, error_data, stack = {}, 400, 12, {}, None
+            msg = f"Validation error ({type(exc).__name__}: {exc})"
         except Exception as exc:  # the server keeps serving whatever a handler does
             logger.exception("internal error in %s", name)
             data, code, subcode, error_data = {}, 500, 0, {}

@@ -42,9 +42,8 @@ def test_every_task_popped_exactly_once(server, raw):
                 client.ok("tasks.started", {"task": entry["task"], "force": True})
                 with lock:
                     popped.append(entry["task"])
-            elif producers_done.is_set():
-                if not client.ok("queues.get_num_entries", {"queue": queue_id})["num"]:
-                    return
+            elif producers_done.is_set() and not client.ok("queues.get_num_entries", {"queue": queue_id})["num"]:
+                return
 
     def guarded(fn, *args):
         def run():

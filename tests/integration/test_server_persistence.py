@@ -24,7 +24,10 @@ def test_restart_keeps_everything(tmp_path, clock):
     )
     raw.ok("tasks.completed", {"task": task_id})
     raw.ok("workers.register", {"worker": "host:cpu:0"})
-    raw.ok("workers.set_runtime_properties", {"worker": "host:cpu:0", "runtime_properties": [{"key": "force", "value": "on"}]})
+    raw.ok(
+        "workers.set_runtime_properties",
+        {"worker": "host:cpu:0", "runtime_properties": [{"key": "force", "value": "on"}]},
+    )
     token = raw.token()
     keys = first.credentials
     first.stop()

@@ -58,12 +58,17 @@ def add_events(call: Call, items: list[dict]) -> dict[str, Any]:
             if task.get("status") in _LOCKED and not item.get("allow_locked"):
                 errors_info["Task is locked (published)"] += 1
                 continue
-            if "iter" in item and not (-_INT64 <= int(item.get("iter") or 0) < _INT64):
+            try:  # a bad number is one counted error, not a failed batch
+                iteration = int(item.get("iter") or 0)
+                stamp = call.backend.now_ms() if item.get("timestamp") is None else int(item["timestamp"])
+            except (TypeError, ValueError, OverflowError):
+                errors_info["invalid iter or timestamp"] += 1
+                continue
+            if "iter" in item and not (-_INT64 <= iteration < _INT64):
                 errors_info["iter out of range"] += 1
                 continue
             event = {k: v for k, v in item.items() if k not in _DROPPED_FIELDS}
-            event.setdefault("timestamp", call.backend.now_ms())
-            event["timestamp"] = int(event["timestamp"])
+            event["timestamp"] = stamp
             if event["type"] == "log":
                 event.setdefault("worker", call.worker or "")
                 event.setdefault("level", "info")
@@ -117,6 +122,19 @@ def get_task_log(call: Call) -> dict[str, Any]:
         descending=bool(earlier),
         limit=batch,
     )
+    if rows:
+        # As the real server does, bring every event of the page's last timestamp (even past batch_size), so
+        # that the next page, which starts strictly beyond from_timestamp, loses none of the lines sharing it.
+        seq, last = rows[-1]
+        ts = int(last["timestamp"])
+        rows += store.events(
+            task_id,
+            ["log"],
+            before=(ts, seq) if earlier else (ts + 1, 0),
+            after=(ts - 1, 2**62) if earlier else (ts, seq),
+            descending=bool(earlier),
+            limit=10000,
+        )
     events = [_with_iso(e) for _, e in rows]
     order = data.get("order") or ("desc" if earlier else "asc")
     if (order == "asc") == bool(earlier):

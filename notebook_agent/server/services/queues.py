@@ -13,7 +13,7 @@ KIND = "queue"
 
 
 def get_queue(call: Call, queue_id: str) -> dict:
-    doc = call.backend.store.get(KIND, queue_id)
+    doc = call.backend.store.get(KIND, queue_id) if isinstance(queue_id, str) else None
     if doc is None:
         raise errors.invalid_queue_id(f"queue_id={queue_id}")
     return doc

@@ -1,0 +1,50 @@
+"""`notebook-agent server` runs the embedded server in the foreground and prints where it listens."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+
+import pyhocon
+import requests
+
+
+def test_server_command_prints_url_writes_conf_and_stops_on_sigterm(tmp_path):
+    data_dir = tmp_path / "data"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "notebook_agent", "server", "--data-dir", str(data_dir), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = proc.stdout.readline().strip()
+        assert first.startswith("notebook-agent server listening on http://127.0.0.1:"), first
+        url = first.rsplit(" ", 1)[1]
+        conf_file = data_dir / "clearml.conf"
+        assert stat.S_IMODE(os.stat(conf_file).st_mode) == 0o600
+        conf = pyhocon.ConfigFactory.parse_file(str(conf_file))
+        assert conf["api.api_server"] == url
+        key, secret = conf["api.credentials.access_key"], conf["api.credentials.secret_key"]
+        reply = requests.get(url + "/auth.login", auth=(key, secret), timeout=10)
+        assert reply.status_code == 200 and reply.json()["data"]["token"]
+        assert requests.get(url + "/debug.ping", timeout=10).json()["data"]["msg"] == "ClearML server"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert secret not in out + err
+
+
+def test_server_command_rejects_half_a_key_pair(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "notebook_agent", "server", "--data-dir", str(tmp_path), "--access-key", "ONLYKEY"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "--secret-key" in done.stderr
