@@ -36,12 +36,18 @@ def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
 
 
-def mask_tree(obj: object) -> object:
-    """A copy of a nested dict/list where every value under a secret-looking key is masked."""
+def mask_tree(obj: object, secret: bool = False) -> object:
+    """A plain copy of nested dicts/lists with every value under a secret-looking key masked.
+
+    Numbers under secret names are masked too (`git_pass: 1234` is still a password), and passwords inside
+    URLs are hidden everywhere.
+    """
     if isinstance(obj, dict):
-        return {
-            k: (mask(str(v)) if is_secret_name(str(k)) and isinstance(v, str) else mask_tree(v)) for k, v in obj.items()
-        }
+        return {str(k): mask_tree(v, is_secret_name(str(k))) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [mask_tree(v) for v in obj]
+        return [mask_tree(v, secret) for v in obj]
+    if secret and obj is not None and not isinstance(obj, bool):
+        return mask(str(obj))
+    if isinstance(obj, str):
+        return mask_url(obj)
     return obj

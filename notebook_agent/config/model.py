@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pyhocon import ConfigTree
 from pyhocon.exceptions import ConfigException
 
-from ..masking import is_secret_name, mask, mask_url
+from ..masking import mask, mask_tree, mask_url
 
 _MISSING: Any = object()
 
@@ -90,21 +90,7 @@ class Config:
 
     def masked(self) -> dict[str, Any]:
         """The effective config as plain dicts and lists, with secrets and URL passwords masked."""
-        return _mask_plain(self.tree.as_plain_ordered_dict())
-
-
-def _mask_plain(obj: Any, secret: bool = False) -> Any:
-    # Like masking.mask_tree, but also masks numbers under secret names (git_pass: 1234 is still a password),
-    # hides passwords inside URLs everywhere, and turns OrderedDicts into dicts.
-    if isinstance(obj, dict):
-        return {str(k): _mask_plain(v, is_secret_name(str(k))) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_mask_plain(v, secret) for v in obj]
-    if secret and obj is not None and not isinstance(obj, bool):
-        return mask(str(obj))
-    if isinstance(obj, str):
-        return mask_url(obj)
-    return obj
+        return mask_tree(self.tree.as_plain_ordered_dict())  # type: ignore[return-value]
 
 
 def derive_server_urls(api_server: str, web_server: str = "", files_server: str = "") -> tuple[str, str]:

@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+from notebook_agent.config import PastedCredentials
+from notebook_agent.config.writer import api_section
 from notebook_agent.server import services  # noqa: F401  (registers the endpoints)
 from notebook_agent.server.backend import Backend, KeyPair
 from notebook_agent.server.http_handler import ApiServer
@@ -17,10 +19,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path("~/.notebook_agent/server")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-def _conf_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class EmbeddedServer:
@@ -134,18 +132,14 @@ class EmbeddedServer:
     def write_client_config(self) -> Path:
         """Write DATA_DIR/clearml.conf (0600) with the `api` section a client needs."""
         assert self.credentials is not None
-        text = (
-            "# Written by notebook-agent's embedded server; rewritten at every start.\n"
-            "api {\n"
-            f"    api_server: {_conf_string(self.url)}\n"
-            f"    web_server: {_conf_string(self.url)}\n"
-            f"    files_server: {_conf_string(self.url)}\n"
-            "    credentials {\n"
-            f"        access_key: {_conf_string(self.credentials.access_key)}\n"
-            f"        secret_key: {_conf_string(self.credentials.secret_key)}\n"
-            "    }\n"
-            "}\n"
+        creds = PastedCredentials(
+            api_server=self.url,
+            web_server=self.url,
+            files_server=self.url,
+            access_key=self.credentials.access_key,
+            secret_key=self.credentials.secret_key,
         )
+        text = "# Written by notebook-agent's embedded server; rewritten at every start.\n" + api_section(creds)
         tmp = self.config_file.with_suffix(".conf.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

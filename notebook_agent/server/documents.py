@@ -136,6 +136,26 @@ def search_text(doc: dict, text: str | None, fields: Iterable[str]) -> bool:
     return any(needle in str(get_path(doc, f) or "").lower() for f in fields)
 
 
+def select(store: Any, kind: str, data: dict[str, Any], search_fields: Iterable[str], regex_fields=("name",)) -> list:
+    """The documents of `kind` that a get_all request asks for: by id, filters, search text and hidden-ness."""
+    ids = data.get("id")
+    docs = store.get_many(kind, ids if isinstance(ids, list) else [ids]) if ids else store.all(kind)
+    show_hidden = bool(data.get("search_hidden") or ids)
+    return [
+        d
+        for d in docs
+        if (show_hidden or not is_hidden(d))
+        and matches(d, data, regex_fields=regex_fields)
+        and search_text(d, data.get("search_text"), search_fields)
+    ]
+
+
+def ensure_unique_name(store: Any, kind: str, name: str, own_id: str | None = None) -> None:
+    """400/801 when another document of `kind` already has `name`."""
+    if any(d["id"] != own_id for d in store.by_name(kind, name)):
+        raise errors.expected_unique_data(f"name={name}")
+
+
 def is_hidden(doc: dict) -> bool:
     return "hidden" in (doc.get("system_tags") or [])
 

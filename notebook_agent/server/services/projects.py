@@ -30,8 +30,7 @@ def create(call: Call) -> dict[str, Any]:
     name = validate_name(name)
     store = call.backend.store
     with store.transaction():
-        if store.by_name(KIND, name):
-            raise errors.expected_unique_data(f"name={name}")
+        documents.ensure_unique_name(store, KIND, name)
         now = call.backend.now_iso()
         doc = {
             "id": new_id(),
@@ -61,17 +60,11 @@ def get_by_id(call: Call) -> dict[str, Any]:
 def get_all(call: Call) -> dict[str, Any]:
     data = call.data
     store = call.backend.store
-    ids = data.get("id")
-    docs = store.get_many(KIND, ids if isinstance(ids, list) else [ids]) if ids else store.all(KIND)
-    show_hidden = bool(data.get("search_hidden") or ids)
     basename = data.get("basename")
     docs = [
         d
-        for d in docs
-        if (show_hidden or not documents.is_hidden(d))
-        and documents.matches(d, data, regex_fields=("name", "description"))
-        and (basename is None or d.get("basename") == basename)
-        and documents.search_text(d, data.get("search_text"), ("name", "description", "id"))
+        for d in documents.select(store, KIND, data, ("name", "description", "id"), ("name", "description"))
+        if basename is None or d.get("basename") == basename
     ]
     docs = documents.order_and_page(docs, data)
     return {"projects": [documents.project(d, data.get("only_fields")) for d in docs]}
@@ -89,8 +82,7 @@ def update(call: Call) -> dict[str, Any]:
                 fields[key] = call.data[key]
         if "name" in fields:
             fields["name"] = validate_name(fields["name"])
-            if any(p["id"] != project_id for p in store.by_name(KIND, fields["name"])):
-                raise errors.expected_unique_data(f"name={fields['name']}")
+            documents.ensure_unique_name(store, KIND, fields["name"], project_id)
             fields["basename"] = fields["name"].rsplit("/", 1)[-1]
         doc.update(fields, last_update=call.backend.now_iso())
         store.put(KIND, doc)

@@ -39,8 +39,7 @@ def create_queue(call: Call, name: str, tags: list | None = None, system_tags: l
     name = validate_name(name)
     store = call.backend.store
     with store.transaction():
-        if store.by_name(KIND, name):
-            raise errors.expected_unique_data(f"name={name}")
+        documents.ensure_unique_name(store, KIND, name)
         doc = {
             "id": new_id(),
             "name": name,
@@ -74,16 +73,7 @@ def get_by_id(call: Call) -> dict[str, Any]:
 def get_all(call: Call) -> dict[str, Any]:
     data = call.data
     store = call.backend.store
-    ids = data.get("id")
-    docs = store.get_many(KIND, ids if isinstance(ids, list) else [ids]) if ids else store.all(KIND)
-    show_hidden = bool(data.get("search_hidden") or ids)
-    docs = [
-        d
-        for d in docs
-        if (show_hidden or not documents.is_hidden(d))
-        and documents.matches(d, data)
-        and documents.search_text(d, data.get("search_text"), ("name", "id"))
-    ]
+    docs = documents.select(store, KIND, data, ("name", "id"))
     docs = documents.order_and_page(docs, data)
     only = data.get("only_fields")
     max_entries = data.get("max_task_entries")
@@ -112,8 +102,7 @@ def update(call: Call) -> dict[str, Any]:
         }
         if "name" in fields:
             fields["name"] = validate_name(fields["name"])
-            if any(q["id"] != queue_id for q in store.by_name(KIND, fields["name"])):
-                raise errors.expected_unique_data(f"name={fields['name']}")
+            documents.ensure_unique_name(store, KIND, fields["name"], queue_id)
         doc.update(fields)
         store.put(KIND, doc)
     return {"updated": 1, "fields": fields}

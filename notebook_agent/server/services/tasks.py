@@ -133,17 +133,8 @@ def get_by_id(call: Call) -> dict[str, Any]:
 def get_all(call: Call) -> dict[str, Any]:
     data = call.data
     store = call.backend.store
-    ids = data.get("id")
-    docs = store.get_many(KIND, ids if isinstance(ids, list) else [ids]) if ids else store.all(KIND)
-    show_hidden = bool(data.get("search_hidden") or ids)
-    docs = [
-        d
-        for d in docs
-        if (show_hidden or not documents.is_hidden(d))
-        and documents.matches(d, data)
-        and documents.search_text(d, data.get("search_text"), _SEARCH_FIELDS)
-    ]
-    if not data.get("order_by") and not ids:
+    docs = documents.select(store, KIND, data, _SEARCH_FIELDS)
+    if not data.get("order_by") and not data.get("id"):
         docs.sort(key=lambda d: d.get("created") or "")
     docs = documents.order_and_page(docs, data)
     return {"tasks": [documents.project(public(d), data.get("only_fields")) for d in docs]}
