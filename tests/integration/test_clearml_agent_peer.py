@@ -23,21 +23,28 @@ def wait_for(predicate, timeout: float, interval: float = 0.25):
     raise AssertionError(f"condition not met within {timeout} s")
 
 
-def test_clearml_agent_daemon_completes_task(client_env, raw, tmp_path):
+def test_clearml_agent_daemon_completes_task(client_env, server, raw, tmp_path):
     job = tmp_path / "job.py"
-    job.write_text("print('hello from a task run by clearml-agent')\n")
+    job.write_text("import sys\nprint('hello from a task run by clearml-agent in', sys.prefix)\n")
     task_id = raw.new_task(
         "agent peer task",
         script={"binary": "python3", "entry_point": "job.py", "working_dir": ".", "diff": job.read_text()},
     )
     raw.ok("tasks.enqueue", {"task": task_id, "queue": raw.default_queue()})
 
+    # The agent builds a real venv that sees this interpreter's packages (clearml among them), with no pip
+    # upgrade and no package index, so nothing is downloaded.
+    agent_conf = tmp_path / "agent.conf"
+    agent_conf.write_text(
+        server.config_file.read_text()
+        + 'agent {\n  package_manager { system_site_packages: true, pip_version: "" }\n'
+        + '  venvs_cache { path: "" }\n}\n'
+    )
     env = {
         **client_env,
-        # No package download: the agent runs the task with this interpreter instead of building a venv.
-        "CLEARML_AGENT_SKIP_PIP_VENV_INSTALL": sys.executable,
-        "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1",
+        "CLEARML_CONFIG_FILE": str(agent_conf),
         "CLEARML_WORKER_ID": "peer-host:cpu:0",
+        "PIP_NO_INDEX": "1",
     }
     log = (tmp_path / "agent.log").open("w")
     agent = subprocess.Popen(
@@ -71,6 +78,7 @@ def test_clearml_agent_daemon_completes_task(client_env, raw, tmp_path):
     assert any(w["id"] == "peer-host:cpu:0" for w in workers)
     lines = raw.ok("events.get_task_log", {"task": task_id, "batch_size": 1000, "order": "asc"})["events"]
     console = "\n".join(e["msg"] for e in lines)
-    assert "hello from a task run by clearml-agent" in console
+    assert "hello from a task run by clearml-agent in" in console
+    assert "venvs-builds" in console  # it ran inside the venv the agent built
     # Ctrl-C unregistered the worker.
     assert not any(w["id"] == "peer-host:cpu:0" for w in raw.ok("workers.get_all", {})["workers"])
