@@ -207,7 +207,7 @@ def _check(schema: dict[str, Any], body: dict[str, Any], where: str, *, open_sch
         assert not unknown, f"{where}: fields not in the schema: {unknown}"
 
 
-def _validate(endpoint: str, data: Any, lines: Any) -> None:
+def validate_request(endpoint: str, data: Any, lines: Any) -> None:
     if endpoint == "events.add_batch":
         module = importlib.import_module("clearml.backend_api.services.v2_23.events")
         assert data is None and lines
@@ -231,7 +231,7 @@ def test_request_bodies_match_the_sdk_schema(name: str, call: Call, sender: Reco
     assert sender.sent, f"{name} sent nothing"
     for endpoint, data, version, lines in sender.sent:
         assert version == API_VERSION
-        _validate(endpoint, data, lines)
+        validate_request(endpoint, data, lines)
 
 
 def test_every_helper_has_a_contract_case() -> None:

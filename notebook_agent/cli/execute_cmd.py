@@ -1,0 +1,61 @@
+"""`notebook-agent execute --id ID [--clone]`: run one task here, without a queue; exit with its exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from notebook_agent import api
+from notebook_agent.api import APIError
+from notebook_agent.cli.common import ConsolePrinter, connect
+from notebook_agent.engine.events import EventBus, TaskPhase
+from notebook_agent.engine.runner import RunnerSettings, TaskRunner
+from notebook_agent.engine.worker import build_settings
+from notebook_agent.engine.worker_id import standalone_worker_id
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("execute", help="run one task by id, without a queue (like clearml-agent execute)")
+    p.add_argument("--id", required=True, dest="task_id", help="the task to run")
+    p.add_argument("--clone", action="store_true", help="run a clone of the task instead of the task itself")
+    p.add_argument("--cpu-only", action="store_true", help="hide every GPU from the task")
+    p.add_argument("--gpus", default=None, help="GPUs for the task, e.g. 0,1")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config, server = connect(sys.stdout)
+    bus = EventBus()
+    printer = ConsolePrinter(bus)
+    worker_id = standalone_worker_id(str(config.agent("worker_name", "") or ""))
+    session = api.Session.from_config(config.api, worker=worker_id)
+    try:
+        task_id = args.task_id
+        try:
+            if args.clone:
+                task_id = api.tasks.clone(session, task_id)
+                print(f"cloned {args.task_id} as {task_id}", flush=True)
+            status, _ = api.tasks.get_status(session, task_id)
+            if status == "queued":
+                api.tasks.dequeue(session, task_id)  # so no worker pulls it while it runs here
+        except APIError as err:
+            print(f"notebook-agent execute: {err}", file=sys.stderr)
+            return 2
+        settings = RunnerSettings(
+            work_root=Path(tempfile.gettempdir()) / "notebook-agent" / worker_id.replace(":", "_"),
+            build=build_settings(config),
+            visible_devices="" if args.cpu_only else args.gpus,
+        )
+        runner = TaskRunner(session, config.api, worker_id, settings, bus=bus)
+        outcome = runner.run(task_id, pulled_message="launch by agent")
+        print(f"task {task_id}: {outcome.phase.value} ({outcome.reason})", flush=True)
+        if outcome.phase is TaskPhase.COMPLETED:
+            return 0
+        return outcome.exit_code if outcome.exit_code not in (None, 0) else 1
+    finally:
+        printer.close()
+        session.close()
+        if server is not None:
+            server.stop()

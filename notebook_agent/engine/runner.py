@@ -1,0 +1,248 @@
+"""Runs one task end to end: mark it started, build its environment, run it, ship its log, report its end.
+
+This module shows a task run's order; the steps themselves live in `environment`, `process`, `log_shipper`
+and `abort_watch`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from notebook_agent import api
+from notebook_agent.api import APIError
+from notebook_agent.config import ApiConfig
+from notebook_agent.engine.abort_watch import AbortWatch
+from notebook_agent.engine.events import EnvBuildStep, EventBus, TaskLogLines, TaskPhase, TaskPhaseChanged
+from notebook_agent.engine.log_shipper import LogShipper
+from notebook_agent.engine.process import TaskProcess
+from notebook_agent.engine.task_env import task_environment, write_task_config
+from notebook_agent.environment import BuildSettings, EnvironmentSetupError, prepare
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_DRAIN_SEC = 5.0
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    work_root: Path
+    build: BuildSettings = field(default_factory=BuildSettings)
+    grace_sec: float = 10.0  # SIGTERM to SIGKILL
+    abort_poll_sec: float = 1.0
+    ping_sec: float = 30.0
+    visible_devices: str | None = None
+    keep_work_dirs: bool = False
+    log_flush_sec: float = 1.0
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    task_id: str
+    phase: TaskPhase
+    reason: str
+    exit_code: int | None = None
+
+
+class _Reporter:
+    """The environment build's reporter: lines to the task log, steps to the event bus."""
+
+    def __init__(self, runner: TaskRunner, task_id: str, shipper: LogShipper) -> None:
+        self._runner, self._task_id, self._shipper = runner, task_id, shipper
+
+    def log(self, line: str) -> None:
+        self._runner._agent_lines(self._task_id, self._shipper, [line])
+
+    def step(self, name: str, fraction: float | None = None) -> None:
+        self._runner.bus.publish(EnvBuildStep(self._task_id, name, fraction))
+
+
+class TaskRunner:
+    """Runs tasks one at a time for a worker; `abort(task_id)` stops the running one from another thread."""
+
+    def __init__(
+        self,
+        session: api.Session,
+        api_config: ApiConfig,
+        worker_id: str,
+        settings: RunnerSettings,
+        *,
+        bus: EventBus | None = None,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        import os
+
+        self.session = session
+        self.api_config = api_config
+        self.worker_id = worker_id
+        self.settings = settings
+        self.bus = bus or EventBus()
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self._lock = threading.Lock()
+        self._aborts: dict[str, threading.Event] = {}
+
+    # public API -------------------------------------------------------------------------------------------
+    def abort(self, task_id: str) -> bool:
+        """Ask the running task `task_id` to stop; False if it is not running here."""
+        with self._lock:
+            event = self._aborts.get(task_id)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    @property
+    def running(self) -> list[str]:
+        with self._lock:
+            return list(self._aborts)
+
+    def run(self, task_id: str, queue_id: str | None = None, *, pulled_message: str = "pulled by agent") -> TaskOutcome:
+        local_abort = threading.Event()
+        with self._lock:
+            self._aborts[task_id] = local_abort
+        work_dir = self.settings.work_root / task_id
+        shipper = LogShipper(
+            lambda events: api.events.add_batch(self.session, events),
+            task_id,
+            self.worker_id,
+            flush_interval=self.settings.log_flush_sec,
+        )
+        shipper.start()
+        try:
+            return self._run(task_id, queue_id, pulled_message, work_dir, shipper, local_abort)
+        finally:
+            if not shipper.close():
+                logger.warning("some log lines of task %s could not be sent", task_id)
+            with self._lock:
+                self._aborts.pop(task_id, None)
+            if not self.settings.keep_work_dirs:
+                shutil.rmtree(work_dir, ignore_errors=True)
+
+    # steps ------------------------------------------------------------------------------------------------
+    def _run(
+        self,
+        task_id: str,
+        queue_id: str | None,
+        pulled_message: str,
+        work_dir: Path,
+        shipper: LogShipper,
+        local_abort: threading.Event,
+    ) -> TaskOutcome:
+        api.tasks.started(self.session, task_id, force=True, status_message=pulled_message)
+        self._phase(task_id, TaskPhase.PULLED)
+        origin = f" from {queue_id}" if queue_id else ""
+        self._agent_lines(task_id, shipper, [f"task {task_id} pulled{origin} by worker {self.worker_id}"])
+        task = api.tasks.get_by_id(self.session, task_id)
+
+        self._phase(task_id, TaskPhase.BUILDING)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        config_file = write_task_config(work_dir / "clearml.conf", self.api_config)
+        env = task_environment(
+            self.base_env,
+            task_id=task_id,
+            worker_id=self.worker_id,
+            api=self.api_config,
+            config_file=config_file,
+            visible_devices=self.settings.visible_devices,
+        )
+        try:
+            prepared = prepare(
+                task, work_dir, settings=self.settings.build, env=env, reporter=_Reporter(self, task_id, shipper)
+            )
+        except EnvironmentSetupError as err:
+            self._agent_lines(task_id, shipper, [*err.detail.splitlines(), f"Environment setup failed: {err.reason}"])
+            return self._finish(task_id, TaskPhase.FAILED, err.reason)
+        if local_abort.is_set():
+            return self._finish(task_id, TaskPhase.STOPPED, "user abort")
+        self._set_requirements(task, prepared.frozen)
+
+        api.tasks.started(self.session, task_id, force=True, status_reason="worker starting task execution")
+        self._phase(task_id, TaskPhase.RUNNING)
+        self._agent_lines(task_id, shipper, [f"Starting task execution: {' '.join(prepared.argv)}"])
+
+        def on_output(stream: str, lines: list[str]) -> None:
+            shipper.add(stream, lines)
+            self.bus.publish(TaskLogLines(task_id, stream, tuple(lines)))
+
+        process = TaskProcess(prepared.argv, cwd=prepared.cwd, env=env, on_output=on_output)
+        process.start()
+        watch = AbortWatch(
+            self.session, task_id, local_abort, poll_sec=self.settings.abort_poll_sec, ping_sec=self.settings.ping_sec
+        )
+        watch.start()
+        try:
+            exit_code = self._wait(process, watch, task_id, local_abort)
+        finally:
+            watch.close()
+        return self._report_exit(task_id, shipper, exit_code, watch)
+
+    def _wait(self, process: TaskProcess, watch: AbortWatch, task_id: str, local_abort: threading.Event) -> int | None:
+        exited_at: float | None = None
+        while True:
+            code = process.wait(timeout=0.2)
+            if code is not None:
+                return code
+            if process.poll() is not None:
+                # The task exited but something it started still holds its pipes: give the output a few
+                # seconds to drain, then report the task's own exit code.
+                exited_at = exited_at or time.monotonic()
+                if time.monotonic() - exited_at > OUTPUT_DRAIN_SEC:
+                    return process.poll()
+                continue
+            if local_abort.is_set():
+                watch.trigger("user abort")
+            if watch.triggered.is_set():
+                self._phase(task_id, TaskPhase.ABORTING, watch.reason)
+                return process.terminate_tree(self.settings.grace_sec)
+
+    def _report_exit(self, task_id: str, shipper: LogShipper, exit_code: int | None, watch: AbortWatch) -> TaskOutcome:
+        if watch.triggered.is_set():
+            self._agent_lines(task_id, shipper, ["Process aborted by user"])
+            if watch.server_changed_status:
+                # Someone else moved the task on (reset, enqueued, closed): leave its status alone.
+                self._phase(task_id, TaskPhase.STOPPED, watch.reason, exit_code)
+                return TaskOutcome(task_id, TaskPhase.STOPPED, watch.reason, exit_code)
+            return self._finish(task_id, TaskPhase.STOPPED, watch.reason, exit_code)
+        if exit_code == 0:
+            self._agent_lines(task_id, shipper, ["Process completed successfully"])
+            return self._finish(task_id, TaskPhase.COMPLETED, "worker execution done", exit_code)
+        self._agent_lines(task_id, shipper, [f"Process failed, exit code {exit_code}"])
+        return self._finish(task_id, TaskPhase.FAILED, f"worker execution exit code {exit_code}", exit_code)
+
+    def _finish(self, task_id: str, phase: TaskPhase, reason: str, exit_code: int | None = None) -> TaskOutcome:
+        call = {TaskPhase.COMPLETED: api.tasks.completed, TaskPhase.FAILED: api.tasks.failed}.get(
+            phase, api.tasks.stopped
+        )
+        message = f"Changed by notebook-agent {self.worker_id}"
+        try:
+            call(self.session, task_id, status_reason=reason, status_message=message)
+        except APIError as err:
+            # The task's own SDK may already have closed it; a forced write would hide what it said.
+            logger.info("could not mark task %s %s: %s", task_id, phase.value, err)
+        self._phase(task_id, phase, reason, exit_code)
+        return TaskOutcome(task_id, phase, reason, exit_code)
+
+    def _set_requirements(self, task: dict, frozen: list[str]) -> None:
+        requirements = dict((task.get("script") or {}).get("requirements") or {})
+        if not frozen:
+            return
+        if "pip" in requirements and "org_pip" not in requirements:
+            requirements["org_pip"] = requirements["pip"]
+        requirements["pip"] = frozen  # clearml-agent stores the frozen list the same way
+        try:
+            api.tasks.set_requirements(self.session, task["id"], requirements)
+        except APIError as err:
+            logger.info("could not store the frozen requirements of %s: %s", task["id"], err)
+
+    # helpers ----------------------------------------------------------------------------------------------
+    def _agent_lines(self, task_id: str, shipper: LogShipper, lines: list[str]) -> None:
+        shipper.add("agent", lines)
+        self.bus.publish(TaskLogLines(task_id, "agent", tuple(lines)))
+
+    def _phase(self, task_id: str, phase: TaskPhase, reason: str = "", exit_code: int | None = None) -> None:
+        self.bus.publish(TaskPhaseChanged(task_id, phase, reason, exit_code))

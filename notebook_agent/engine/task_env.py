@@ -1,0 +1,81 @@
+"""The environment of a task process: the variables clearml-agent sets, so the task's SDK attaches to its task."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from notebook_agent.config import ApiConfig, PastedCredentials
+from notebook_agent.config.writer import api_section
+
+# Variables of the kernel that must not leak into a task (the CLEARML_* ones it needs are set below).
+_DROP_PREFIXES = ("JPY_",)
+
+
+def _keep(key: str, value: str) -> bool:
+    if key.startswith(_DROP_PREFIXES):
+        return False
+    # A kernel sets MPLBACKEND=module://matplotlib_inline..., which a plain process cannot import.
+    return not (key == "MPLBACKEND" and value.startswith("module://"))
+
+
+def write_task_config(path: Path, api: ApiConfig) -> Path:
+    """A 0600 clearml.conf with only the api section, for the task's SDK (like clearml-agent's temp config)."""
+    creds = api.credentials
+    text = api_section(
+        PastedCredentials(
+            api_server=api.api_server,
+            web_server=api.web_server,
+            files_server=api.files_server,
+            access_key=creds.access_key if creds else "",
+            secret_key=creds.secret_key if creds else "",
+        )
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+    return path
+
+
+def task_environment(
+    base: Mapping[str, str],
+    *,
+    task_id: str,
+    worker_id: str,
+    api: ApiConfig,
+    config_file: Path,
+    visible_devices: str | None = None,
+) -> dict[str, str]:
+    """A fresh mapping for the child (the agent's os.environ is never changed).
+
+    `visible_devices`: None leaves CUDA_VISIBLE_DEVICES as it is, "" hides every GPU (--cpu-only), "0,1" shows
+    those (--gpus).
+    """
+    env = {k: v for k, v in base.items() if _keep(k, v)}
+    values = {
+        "TASK_ID": task_id,
+        "WORKER_ID": worker_id,
+        "CONFIG_FILE": str(config_file),
+        "API_HOST": api.api_server,
+        "WEB_HOST": api.web_server,
+        "FILES_HOST": api.files_server,
+        "OFFLINE_MODE": "0",
+        "LOG_LEVEL": "INFO",
+        # The agent ships the task's console itself; the SDK inside must not send it a second time.
+        "LOG_TASK_TO_BACKEND": "0",
+        "PROC_MASTER_ID": f"{os.getpid()}:{task_id}",
+    }
+    if api.credentials:
+        values["API_ACCESS_KEY"] = api.credentials.access_key
+        values["API_SECRET_KEY"] = api.credentials.secret_key
+    for key, value in values.items():
+        env[f"CLEARML_{key}"] = value
+        env[f"TRAINS_{key}"] = value
+    if visible_devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible_devices
+        env["NVIDIA_VISIBLE_DEVICES"] = visible_devices or "none"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

@@ -1,0 +1,224 @@
+"""The worker loop: lease an id, register, pull tasks from queues in order, run them, report, unregister."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from notebook_agent import api
+from notebook_agent.api import APIError, TransportError
+from notebook_agent.config import Config
+from notebook_agent.engine.events import EventBus, TaskPulled, WorkerState, WorkerStateChanged
+from notebook_agent.engine.queue_lookup import resolve_queues
+from notebook_agent.engine.queue_order import QueueOrder, QueueRef
+from notebook_agent.engine.runner import RunnerSettings, TaskOutcome, TaskRunner
+from notebook_agent.engine.stats_reporter import StatsReporter
+from notebook_agent.engine.worker_id import lease_worker_id
+from notebook_agent.environment import BuildSettings
+
+logger = logging.getLogger(__name__)
+
+STATE_DIR = Path("~/.notebook_agent").expanduser()
+
+
+@dataclass
+class WorkerOptions:
+    """What `notebook-agent daemon` (and `%agent start`) is asked to do."""
+
+    queues: list[str] = field(default_factory=list)
+    order_fairness: bool = False
+    create_queue: bool = False
+    gpus: str | None = None
+    cpu_only: bool = False
+    poll_sec: float | None = None  # None: agent.queue_poll_freq_sec
+    stop_when_idle: bool = False  # leave once every queue is empty (the demo)
+    grace_sec: float = 10.0  # after SIGTERM, how long an aborted task may take before SIGKILL
+    state_dir: Path = STATE_DIR
+
+
+def build_settings(config: Config) -> BuildSettings:
+    extra = config.agent("package_manager.extra_index_url", []) or []
+    pip_args: list[str] = []
+    for url in [extra] if isinstance(extra, str) else extra:
+        pip_args += ["--extra-index-url", str(url)]
+    return BuildSettings(
+        python=str(config.agent("python_binary", "") or BuildSettings().python),
+        system_site_packages=bool(config.agent("package_manager.system_site_packages", False)),
+        pip_args=tuple(pip_args),
+        git_user=str(config.agent("git_user", "") or ""),
+        git_pass=str(config.agent("git_pass", "") or ""),
+    )
+
+
+class Worker:
+    """One ClearML worker. `run()` blocks (the CLI); `start()` runs it in a daemon thread (the notebook)."""
+
+    def __init__(
+        self,
+        config: Config,
+        options: WorkerOptions,
+        *,
+        session: api.Session | None = None,
+        bus: EventBus | None = None,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.options = options
+        self.bus = bus or EventBus()
+        self.session = session or api.Session.from_config(config.api)
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.state = WorkerState.OFFLINE
+        self.worker_id = ""
+        self.queues: list[QueueRef] = []
+        self.current: tuple[str, QueueRef] | None = None
+        self.outcomes: list[TaskOutcome] = []
+        self._stop = threading.Event()
+        self._drain = False
+        self._resume = threading.Event()
+        self._resume.set()
+        self._thread: threading.Thread | None = None
+        self._runner: TaskRunner | None = None
+        self.error: BaseException | None = None
+
+    # control (any thread) -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run_guarded, name="notebook-agent-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, drain: bool = False, timeout: float | None = None) -> None:
+        """Leave: after the running task ends (`drain`), or now, aborting it."""
+        self._drain = drain
+        if drain and self.current is not None:
+            self._set_state(WorkerState.DRAINING)
+        self._stop.set()
+        self._resume.set()
+        if not drain and self._runner is not None:
+            for task_id in self._runner.running:
+                self._runner.abort(task_id)
+        if self._thread is not None and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def pause(self) -> None:
+        """Stop pulling new tasks (the running one goes on)."""
+        self._resume.clear()
+
+    def resume(self) -> None:
+        self._resume.set()
+
+    def abort(self, task_id: str) -> bool:
+        return self._runner.abort(task_id) if self._runner is not None else False
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # the loop -----------------------------------------------------------------------------------------
+    def _run_guarded(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # the notebook shows it; the kernel thread must not die loudly
+            self.error = exc
+            logger.exception("worker stopped by an error")
+
+    def run(self) -> None:
+        lease = lease_worker_id(
+            self.options.state_dir / "worker-ids",
+            explicit_id=str(self.config.agent("worker_id", "") or ""),
+            name=str(self.config.agent("worker_name", "") or ""),
+            gpus=self.options.gpus,
+            cpu_only=self.options.cpu_only,
+        )
+        self.worker_id = lease.worker_id
+        self.session.worker = self.worker_id
+        self._set_state(WorkerState.STARTING)
+        reporter: StatsReporter | None = None
+        registered = False
+        try:
+            self.queues = resolve_queues(self.session, self.options.queues, create=self.options.create_queue)
+            order = QueueOrder(self.queues, fairness=self.options.order_fairness)
+            api.workers.register(self.session, self.worker_id, queues=[q.id for q in self.queues])
+            registered = True
+            self._runner = self._make_runner()
+            reporter = StatsReporter(self, float(self.config.agent("status_report_freq_sec", 30)), self.bus)
+            reporter.start()
+            self._loop(order, reporter)
+        finally:
+            if reporter is not None:
+                reporter.close()
+            if registered:
+                try:
+                    api.workers.unregister(self.session, self.worker_id)
+                except APIError as err:
+                    logger.warning("could not unregister %s: %s", self.worker_id, err)
+            lease.close()
+            self._set_state(WorkerState.OFFLINE)
+
+    def _make_runner(self) -> TaskRunner:
+        visible = "" if self.options.cpu_only else self.options.gpus
+        settings = RunnerSettings(
+            work_root=Path(tempfile.gettempdir()) / "notebook-agent" / self.worker_id.replace(":", "_"),
+            build=build_settings(self.config),
+            visible_devices=visible,
+            grace_sec=self.options.grace_sec,
+        )
+        return TaskRunner(self.session, self.config.api, self.worker_id, settings, bus=self.bus, base_env=self.base_env)
+
+    def _poll_sec(self) -> float:
+        if self.options.poll_sec is not None:
+            return self.options.poll_sec
+        return float(self.config.agent("queue_poll_freq_sec", 0.25))
+
+    def _loop(self, order: QueueOrder, reporter: StatsReporter) -> None:
+        while not self._stop.is_set():
+            if not self._resume.is_set():
+                self._set_state(WorkerState.PAUSED)
+                self._resume.wait()
+                continue
+            self._set_state(WorkerState.IDLE)
+            try:
+                pulled = self._pull(order)
+            except TransportError as err:
+                logger.warning("cannot reach the server: %s", err)
+                self._stop.wait(min(5.0, max(self._poll_sec(), 1.0)))
+                continue
+            if pulled is None:
+                if self.options.stop_when_idle:
+                    return
+                self._stop.wait(self._poll_sec())
+                continue
+            task_id, queue = pulled
+            order.took(queue)
+            self._run_task(task_id, queue, reporter)
+
+    def _pull(self, order: QueueOrder) -> tuple[str, QueueRef] | None:
+        for queue in order.round():
+            entry = api.queues.get_next_task(self.session, queue.id)
+            if entry is not None:
+                return entry.task, queue
+        return None
+
+    def _run_task(self, task_id: str, queue: QueueRef, reporter: StatsReporter) -> None:
+        assert self._runner is not None
+        self.current = (task_id, queue)
+        self.bus.publish(TaskPulled(task_id, queue.id, queue.name))
+        self._set_state(WorkerState.DRAINING if self._drain and self._stop.is_set() else WorkerState.RUNNING)
+        reporter.report_now()
+        try:
+            outcome = self._runner.run(task_id, queue.id)
+            self.outcomes.append(outcome)
+        except APIError as err:
+            logger.error("task %s could not be run: %s", task_id, err)
+        finally:
+            self.current = None
+            reporter.report_now()
+
+    def _set_state(self, state: WorkerState, detail: str = "") -> None:
+        if state is self.state:
+            return
+        previous, self.state = self.state, state
+        self.bus.publish(WorkerStateChanged(self.worker_id, state, previous, detail))

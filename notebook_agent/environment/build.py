@@ -1,0 +1,179 @@
+"""The one wiring function: from a task document to checked-out code and an installed venv, ready to run."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from notebook_agent.environment.errors import EnvironmentSetupError
+from notebook_agent.environment.git import apply_diff, checkout
+from notebook_agent.environment.managers import PackageManager, PipManager
+from notebook_agent.environment.reporter import BuildReporter
+from notebook_agent.environment.script import inside, is_literal_script, write_script
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How to build: the agent's configuration, not the task's."""
+
+    python: str = sys.executable
+    system_site_packages: bool = False
+    pip_args: tuple[str, ...] = ()  # e.g. ("--extra-index-url", URL) from agent.package_manager.extra_index_url
+    git_user: str = ""
+    git_pass: str = ""
+
+
+@dataclass(frozen=True)
+class PreparedEnvironment:
+    """What `prepare` built and how to run the task in it."""
+
+    python: Path  # the venv's interpreter
+    cwd: Path  # where the task runs (repo/working_dir or the script's dir)
+    argv: list[str]  # [python, "-u", entry_point, *args]: what to run
+    commit: str | None  # checked-out sha, None without repository
+    frozen: list[str]  # pip freeze after install
+    requirements: str  # the requirements text that was installed
+
+
+def prepare(
+    task: Mapping[str, Any],
+    work_dir: Path,
+    *,
+    settings: BuildSettings,
+    env: Mapping[str, str],
+    reporter: BuildReporter,
+) -> PreparedEnvironment:
+    """Check out (or write) the task's code under `work_dir/code`, build `work_dir/venv` and install into it.
+
+    Raises EnvironmentSetupError with a one-line reason for the task's status_reason.
+    """
+    script: Mapping[str, Any] = task.get("script") or {}
+    repository = str(script.get("repository") or "").strip()
+    entry_point = str(script.get("entry_point") or "").strip()
+    diff = str(script.get("diff") or "")
+    working_dir = str(script.get("working_dir") or ".").strip() or "."
+    if not entry_point:
+        raise EnvironmentSetupError("entry point not set: the task has no script.entry_point")
+    # Absolute, so argv and cwd hold wherever the task is started from; resolved, so path checks compare alike.
+    work_dir = work_dir.resolve()
+    code_dir = _fresh(work_dir / "code")
+    commit: str | None = None
+    if repository:
+        reporter.step("clone", 0.0)
+        commit = checkout(
+            repository,
+            code_dir,
+            commit=str(script.get("version_num") or ""),
+            tag=str(script.get("tag") or ""),
+            branch=str(script.get("branch") or ""),
+            env=env,
+            reporter=reporter,
+            git_user=settings.git_user,
+            git_pass=settings.git_pass,
+        )
+        reporter.step("diff", 0.15)
+        cwd = _working_dir(code_dir, working_dir)
+        if not is_literal_script(diff):
+            apply_diff(code_dir, diff, env=env, reporter=reporter)
+        elif not (cwd / entry_point).exists():
+            # A notebook inside a repository: its converted source travels in script.diff. Like clearml-agent,
+            # write it at the entry point unless the repository already has that file.
+            write_script(cwd, entry_point, diff)
+    else:
+        reporter.step("diff", 0.15)
+        if working_dir != ".":
+            # As clearml-agent: without a repository there is no folder to name; the script's own dir is used.
+            logger.warning("ignoring script.working_dir %r of a task without repository", working_dir)
+        code_dir.mkdir(parents=True)
+        cwd, entry_point = _write_literal(code_dir, entry_point, diff)
+    entry_argv = _entry_argv(code_dir, cwd, entry_point, working_dir, has_source=bool(repository))
+
+    reporter.step("venv", 0.2)
+    manager = _package_manager(settings, env, reporter)
+    python = manager.create_env(_fresh(work_dir / "venv"))
+    reporter.step("requirements", 0.4)
+    requirements = _requirements(script, code_dir if repository else None)
+    manager.install(python, requirements, cwd=code_dir)
+    reporter.step("freeze", 0.9)
+    frozen = manager.freeze(python)
+    reporter.step("ready", 1.0)
+    logger.info("environment ready in %s (commit %s, %d packages)", work_dir, commit, len(frozen))
+    return PreparedEnvironment(python, cwd, [str(python), "-u", *entry_argv], commit, frozen, requirements)
+
+
+def _package_manager(settings: BuildSettings, env: Mapping[str, str], reporter: BuildReporter) -> PackageManager:
+    # The seam where uv, poetry and conda join (agent.package_manager.type); only pip exists so far.
+    return PipManager(env, reporter, settings.python, settings.system_site_packages, settings.pip_args)
+
+
+def _fresh(path: Path) -> Path:
+    # A work dir left by an earlier attempt must not leak files or packages into this task.
+    if path.exists():
+        shutil.rmtree(path)
+    return path
+
+
+def _working_dir(code_dir: Path, working_dir: str) -> Path:
+    cwd = inside(code_dir, working_dir, "working dir")
+    if not cwd.is_dir():
+        raise EnvironmentSetupError(f"working dir not found: {working_dir}")
+    return cwd
+
+
+def _write_literal(code_dir: Path, entry_point: str, source: str) -> tuple[Path, str]:
+    """Write a repository-less task's source; returns (cwd, entry point relative to it)."""
+    if not is_literal_script(source):
+        return code_dir, entry_point  # nothing to write; _entry_argv reports the missing file
+    if entry_point.startswith("-m "):
+        # `-m pkg.mod` without a repository: the source is that module, run from the code root.
+        module = entry_point[3:].strip().split()[0]
+        write_script(code_dir, module.replace(".", "/") + ".py", source)
+        return code_dir, entry_point
+    path = write_script(code_dir, entry_point, source)
+    return path.parent, path.name
+
+
+def _entry_argv(root: Path, cwd: Path, entry_point: str, working_dir: str, *, has_source: bool) -> list[str]:
+    """The interpreter arguments after `-u`: `[entry.py]` or `["-m", module]` (plus any inline arguments).
+
+    The file must exist under `cwd` and stay inside the code `root` (`../tools/run.py` from `src` is fine)."""
+    if entry_point.startswith("-m "):
+        return ["-m", *_split(entry_point[3:])]
+    if (cwd / entry_point).is_file():
+        inside(root, str((cwd / entry_point).relative_to(root)), "entry point")
+        return [entry_point]
+    # "train.py --epochs 3": clearml-agent also accepts arguments written into the entry point.
+    parts = _split(entry_point)
+    if len(parts) > 1 and (cwd / parts[0]).is_file():
+        inside(root, str((cwd / parts[0]).relative_to(root)), "entry point")
+        return parts
+    where = f" in working dir {working_dir}" if has_source else ": the task has no repository and no script source"
+    raise EnvironmentSetupError(f"entry point not found: {entry_point}{where}")
+
+
+def _split(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError:  # unbalanced quotes: take it as one name
+        return [text.strip()]
+
+
+def _requirements(script: Mapping[str, Any], repo_root: Path | None) -> str:
+    """The task's `requirements.pip` (text, or the list of lines the agent stores), else the repo's
+    requirements.txt, else nothing."""
+    pip = (script.get("requirements") or {}).get("pip")
+    if isinstance(pip, (list, tuple)):
+        pip = "\n".join(str(line) for line in pip)
+    if isinstance(pip, str) and pip.strip():
+        return pip
+    if repo_root is not None and (repo_root / "requirements.txt").is_file():
+        return (repo_root / "requirements.txt").read_text(encoding="utf-8")
+    return ""

@@ -1,0 +1,127 @@
+"""Acceptance: queued tasks run end to end; failures before start are precise; order follows the mode."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from notebook_agent.engine.events import TaskPhase, TaskPhaseChanged
+from tests.fakes.gitrepo import make_git_repo
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def script_task(raw, name: str, source: str, queue: str, **script) -> str:
+    task_id = raw.new_task(
+        name, script={"binary": "python3", "entry_point": "job.py", "working_dir": ".", "diff": source, **script}
+    )
+    raw.ok("tasks.enqueue", {"task": task_id, "queue": queue})
+    return task_id
+
+
+def task_log(raw, task_id: str) -> list[str]:
+    events = raw.ok("events.get_task_log", {"task": task_id, "batch_size": 10000, "navigate_earlier": False})
+    return [line for e in events["events"] for line in e["msg"].split("\n")]
+
+
+def test_script_task_runs_to_completed(raw, run_worker):
+    queue = raw.default_queue()
+    task_id = script_task(raw, "no repository", "import sys\nprint('script from the diff field', sys.argv)\n", queue)
+    with run_worker([]) as run:
+        run.wait()
+    task = raw.ok("tasks.get_by_id", {"task": task_id})["task"]
+    assert task["status"] == "completed", task["status_reason"]
+    assert task["status_reason"] == "worker execution done"
+    assert task["last_worker"] == run.worker.worker_id
+    assert any("script from the diff field" in line for line in task_log(raw, task_id))
+    phases = [e.phase for e in run.events if isinstance(e, TaskPhaseChanged)]
+    assert phases == [TaskPhase.PULLED, TaskPhase.BUILDING, TaskPhase.RUNNING, TaskPhase.COMPLETED]
+
+
+def test_failures_before_start_are_precise_and_the_next_task_runs(raw, run_worker, tmp_path):
+    queue = raw.default_queue()
+    repo = tmp_path / "repo"
+    sha = make_git_repo(repo, {"train.py": "print('v1')\n"})
+    bad = {
+        "git clone failed: repository not found": script_task(
+            raw, "bad repo", "", queue, repository=str(tmp_path / "nowhere"), entry_point="train.py"
+        ),
+        "git apply failed": script_task(
+            raw,
+            "bad diff",
+            "diff --git a/train.py b/train.py\n--- a/train.py\n+++ b/train.py\n@@ -1 +1 @@\n-not v1\n+v2\n",
+            queue,
+            repository=str(repo),
+            version_num=sha,
+            entry_point="train.py",
+        ),
+        "entry point not found": script_task(
+            raw, "no entry", "", queue, repository=str(repo), version_num=sha, entry_point="missing.py"
+        ),
+        "pip install failed": script_task(
+            raw, "bad requirement", "print('never')\n", queue, requirements={"pip": "no-such-package==9.9\n"}
+        ),
+    }
+    good = script_task(raw, "after the failures", "print('still running tasks')\n", queue)
+    with run_worker([]) as run:
+        run.wait()
+    for expected, task_id in bad.items():
+        task = raw.ok("tasks.get_by_id", {"task": task_id})["task"]
+        assert task["status"] == "failed", (expected, task["status"])
+        assert expected in task["status_reason"], task["status_reason"]
+        assert any("Environment setup failed" in line for line in task_log(raw, task_id))
+    reasons = {k: raw.ok("tasks.get_by_id", {"task": v})["task"]["status_reason"] for k, v in bad.items()}
+    assert "no-such-package" in reasons["pip install failed"]
+    assert "missing.py" in reasons["entry point not found"]
+    assert raw.ok("tasks.get_by_id", {"task": good})["task"]["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("fairness", "expected"),
+    [(False, ["high 1", "high 2", "low 1", "low 2"]), (True, ["high 1", "low 1", "high 2", "low 2"])],
+)
+def test_priority_and_fairness_order(raw, run_worker, fairness, expected):
+    high = raw.ok("queues.create", {"name": "high-queue"})["id"]
+    low = raw.ok("queues.create", {"name": "low-queue"})["id"]
+    names = {}
+    for queue, label in ((high, "high"), (low, "low")):
+        for n in (1, 2):
+            names[script_task(raw, f"{label} {n}", "print('ok')\n", queue)] = f"{label} {n}"
+    with run_worker(["high-queue", "low-queue"], order_fairness=fairness) as run:
+        run.wait()
+    ran = [names[o.task_id] for o in run.worker.outcomes]
+    assert ran == expected
+    assert all(o.phase is TaskPhase.COMPLETED for o in run.worker.outcomes)
+
+
+def test_200k_lines_with_carriage_returns_arrive_once_in_order(raw, run_worker):
+    source = textwrap.dedent(
+        """
+        import sys
+        out = sys.stdout
+        for i in range(200_000):
+            if i % 1000 == 0:
+                out.write(f"progress {i} 10%\\rprogress {i} 50%\\rline {i}\\n")
+            else:
+                out.write(f"line {i}\\n")
+        """
+    )
+    task_id = script_task(raw, "log flood", source, raw.default_queue())
+    with run_worker([]) as run:
+        run.wait()
+    assert raw.ok("tasks.get_by_id", {"task": task_id})["task"]["status"] == "completed"
+    lines = []
+    cursor = None
+    while True:
+        query = {"task": task_id, "batch_size": 10000, "navigate_earlier": False, "order": "asc"}
+        if cursor is not None:
+            query["from_timestamp"] = cursor
+        page = raw.ok("events.get_task_log", query)["events"]
+        if not page:
+            break
+        lines += [line for e in page for line in e["msg"].split("\n")]
+        cursor = page[-1]["timestamp"]
+    task_lines = [line for line in lines if line.startswith("line ")]
+    assert task_lines == [f"line {i}" for i in range(200_000)]
+    assert not any(line.startswith("progress") for line in lines)

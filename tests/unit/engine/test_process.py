@@ -1,0 +1,159 @@
+"""TaskProcess: a real child process, its output through the pipes, its tree ended with SIGTERM then SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from notebook_agent.engine.process import TaskProcess
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups and sessions")
+
+
+class Output:
+    """Collects on_output calls; lets a test wait for a condition on them with a deadline."""
+
+    def __init__(self) -> None:
+        self.lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self.cond = threading.Condition()
+
+    def __call__(self, stream: str, lines: list[str]) -> None:
+        with self.cond:
+            self.lines[stream].extend(lines)
+            self.cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+        with self.cond:
+            return self.cond.wait_for(predicate, timeout)
+
+
+def start(code: str, out: Output, tmp_path: Path) -> TaskProcess:
+    proc = TaskProcess([sys.executable, "-c", code], cwd=tmp_path, env=dict(os.environ), on_output=out)
+    proc.start()
+    return proc
+
+
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie waiting to be reaped (by init, which may not reap in a container)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(pids: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(gone(pid) for pid in pids):
+            return True
+        threading.Event().wait(0.05)  # poll with a deadline
+    return all(gone(pid) for pid in pids)
+
+
+def test_all_output_delivered_before_wait_returns_exit_code(tmp_path: Path) -> None:
+    out = Output()
+    code = (
+        "import sys\n"
+        "for i in range(5000):\n"
+        "    print(f'out {i}')\n"
+        "    print(f'err {i} ' + 'é' * (i % 5), file=sys.stderr)\n"
+        "sys.stdout.write('no newline at the end')\n"
+        "sys.exit(3)\n"
+    )
+    proc = start(code, out, tmp_path)
+    assert proc.wait(timeout=30) == 3
+    assert proc.poll() == 3
+    assert out.lines["stdout"] == [f"out {i}" for i in range(5000)] + ["no newline at the end"]
+    assert out.lines["stderr"] == [f"err {i} " + "é" * (i % 5) for i in range(5000)]
+    assert not proc.terminated_by_us
+
+
+def test_child_runs_in_its_own_session(tmp_path: Path) -> None:
+    out = Output()
+    proc = start("import os, time\nprint(os.getsid(0), flush=True)\ntime.sleep(60)\n", out, tmp_path)
+    try:
+        assert out.wait_for(lambda: bool(out.lines["stdout"]))
+        assert proc.pid is not None
+        assert int(out.lines["stdout"][0]) == proc.pid
+        assert os.getsid(proc.pid) != os.getsid(0)
+        assert os.getpgid(proc.pid) != os.getpgrp()
+    finally:
+        proc.terminate_tree(grace=1)
+
+
+def test_terminate_tree_kills_children_that_ignore_sigterm(tmp_path: Path) -> None:
+    sleeper = (
+        "import os, signal, time\n{setsid}"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "os.write(1, f'{tag} {{os.getpid()}}\\n'.encode())\n"  # one write: atomic on the shared pipe
+        "time.sleep(60)\n"
+    )
+    grandchild = sleeper.format(setsid="", tag="grandchild")
+    escaped = sleeper.format(setsid="os.setsid()\n", tag="escaped")  # leaves the task's session and group
+    code = (
+        "import os, signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"subprocess.Popen([sys.executable, '-c', {grandchild!r}])\n"
+        f"subprocess.Popen([sys.executable, '-c', {escaped!r}])\n"
+        "os.write(1, f'child {os.getpid()}\\n'.encode())\n"
+        "time.sleep(60)\n"
+    )
+    out = Output()
+    proc = start(code, out, tmp_path)
+    tags = ("child", "grandchild", "escaped")
+    try:
+        ok = out.wait_for(lambda: {line.split()[0] for line in out.lines["stdout"]} >= set(tags), timeout=20)
+        assert ok, out.lines
+    except BaseException:
+        proc.terminate_tree(grace=0)
+        raise
+    pids = {line.split()[0]: int(line.split()[1]) for line in out.lines["stdout"]}
+    assert os.getsid(pids["escaped"]) == pids["escaped"]  # it really left the task's session
+    started = time.monotonic()
+    assert proc.terminate_tree(grace=0.5) == -9
+    assert wait_gone(list(pids.values()), timeout=0.5 + 2 - (time.monotonic() - started))
+    assert proc.terminated_by_us
+    assert proc.wait(timeout=5) == -9  # the readers got EOF: nobody holds the pipes any more
+    assert proc.terminate_tree(grace=0.5) == -9  # twice is fine
+
+
+def test_child_exiting_on_sigterm_returns_promptly(tmp_path: Path) -> None:
+    out = Output()
+    proc = start("import time\nprint('ready', flush=True)\ntime.sleep(60)\n", out, tmp_path)
+    assert out.wait_for(lambda: out.lines["stdout"] == ["ready"])
+    started = time.monotonic()
+    assert proc.terminate_tree(grace=10) == -15
+    assert time.monotonic() - started < 3
+    assert proc.terminated_by_us
+    assert proc.wait(timeout=5) == -15
+    assert proc.terminate_tree(grace=10) == -15
+
+
+def test_terminate_after_exit_is_not_ours(tmp_path: Path) -> None:
+    out = Output()
+    proc = start("print('bye')", out, tmp_path)
+    assert proc.wait(timeout=20) == 0
+    assert proc.terminate_tree(grace=1) == 0
+    assert not proc.terminated_by_us
+
+
+def test_failing_callback_does_not_stall_the_child(tmp_path: Path) -> None:
+    def broken(stream: str, lines: list[str]) -> None:
+        raise RuntimeError("closed")
+
+    proc = TaskProcess(
+        [sys.executable, "-c", "print('x' * 1000 + '\\n' * 1000, end='')\n" * 200],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        on_output=broken,
+    )
+    proc.start()
+    assert proc.wait(timeout=20) == 0
+    assert isinstance(proc.output_error, RuntimeError)

@@ -1,0 +1,151 @@
+"""prepare(): from a task document to code, a venv and an argv that runs."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from notebook_agent.environment import BuildSettings, EnvironmentSetupError, ListReporter, prepare
+from notebook_agent.environment.build import _entry_argv, _requirements, _write_literal
+from tests.fakes.gitrepo import commit_files, git, make_git_repo
+from tests.unit.environment.conftest import GREETING
+
+
+def run_task(prepared_argv: list[str], cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(prepared_argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> tuple[Path, str, str]:
+    """A repository whose task commit is c1; c2 (later on main) must not be what runs. Returns (path, c1, diff)."""
+    path = tmp_path / "origin"
+    c1 = make_git_repo(path, {"src/train.py": "print('committed')\n", "requirements.txt": "unused-by-the-task\n"})
+    (path / "src" / "train.py").write_text("import na_hello\nprint('diff says', na_hello.GREETING)\n")
+    diff = git(path, "diff") + "\n"
+    git(path, "checkout", "--quiet", "--", ".")
+    commit_files(path, {"src/train.py": "print('later commit')\n"})
+    return path, c1, diff
+
+
+def test_repository_task(
+    repo: tuple[Path, str, str], tmp_path: Path, env: dict[str, str], offline_pip_args: tuple[str, ...]
+) -> None:
+    path, c1, diff = repo
+    task = {
+        "script": {
+            "repository": path.as_uri(),
+            "branch": "main",
+            "version_num": c1,
+            "entry_point": "train.py",
+            "working_dir": "src",
+            "diff": diff,
+            "requirements": {"pip": "na-hello==1.0\n"},
+        }
+    }
+    reporter = ListReporter()
+    work = tmp_path / "work"
+    prepared = prepare(task, work, settings=BuildSettings(pip_args=offline_pip_args), env=env, reporter=reporter)
+
+    assert prepared.commit == c1
+    assert prepared.cwd == work.resolve() / "code" / "src"
+    assert prepared.python == work.resolve() / "venv" / "bin" / "python"
+    assert prepared.argv == [str(prepared.python), "-u", "train.py"]
+    assert prepared.requirements == "na-hello==1.0\n"
+    assert "na-hello==1.0" in prepared.frozen
+    assert run_task(prepared.argv, prepared.cwd, env) == f"diff says {GREETING}\n"
+
+    names = [name for name, _ in reporter.steps]
+    assert names == ["clone", "diff", "venv", "requirements", "freeze", "ready"]
+    fractions = [fraction for _, fraction in reporter.steps]
+    assert fractions == sorted(fractions) and reporter.steps[-1] == ("ready", 1.0)
+    assert any(line.startswith("$ git -c advice.detachedHead=false clone") for line in reporter.lines)
+    assert any(line.startswith(f"$ {prepared.python} -m pip install") for line in reporter.lines)
+
+
+def test_task_without_repository(tmp_path: Path, env: dict[str, str], offline_pip_args: tuple[str, ...]) -> None:
+    # As the SDK stores it: the whole script in script.diff, entry_point a file name, working_dir ".".
+    source = "import na_hello\nprint('standalone', na_hello.GREETING)\n"
+    task = {
+        "script": {
+            "repository": "",
+            "branch": "",
+            "version_num": "",
+            "entry_point": "hello.py",
+            "working_dir": ".",
+            "diff": source,
+            # The agent stores the frozen list back as a list of lines.
+            "requirements": {"pip": ["# Python 3.11.7", "na-hello==1.0"]},
+        }
+    }
+    reporter = ListReporter()
+    prepared = prepare(task, tmp_path, settings=BuildSettings(pip_args=offline_pip_args), env=env, reporter=reporter)
+
+    assert prepared.commit is None
+    assert prepared.requirements == "# Python 3.11.7\nna-hello==1.0"
+    assert (prepared.cwd / "hello.py").read_text() == source
+    assert run_task(prepared.argv, prepared.cwd, env) == f"standalone {GREETING}\n"
+    assert [name for name, _ in reporter.steps] == ["diff", "venv", "requirements", "freeze", "ready"]
+
+
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        ({"entry_point": "nope.py"}, "entry point not found: nope.py in working dir src"),
+        ({"entry_point": "train.py", "working_dir": "."}, "entry point not found: train.py in working dir ."),
+        ({"entry_point": "train.py", "working_dir": "docs"}, "working dir not found: docs"),
+        ({"entry_point": "train.py", "working_dir": "../.."}, "working dir escapes its directory: ../.."),
+        ({"entry_point": ""}, "entry point not set: the task has no script.entry_point"),
+    ],
+)
+def test_missing_entry_point_or_working_dir(
+    repo: tuple[Path, str, str], tmp_path: Path, env: dict[str, str], script: dict, reason: str
+) -> None:
+    task = {"script": {"repository": str(repo[0]), "working_dir": "src", **script}}
+    with pytest.raises(EnvironmentSetupError) as info:
+        prepare(task, tmp_path / "work", settings=BuildSettings(), env=env, reporter=ListReporter())
+    assert info.value.reason == reason
+    assert not (tmp_path / "work" / "venv").exists()  # it fails before spending time on a venv
+
+
+def test_no_repository_and_no_source(tmp_path: Path, env: dict[str, str]) -> None:
+    task = {"script": {"entry_point": "train.py", "diff": "diff --git a/x b/x\n"}}
+    with pytest.raises(EnvironmentSetupError) as info:
+        prepare(task, tmp_path, settings=BuildSettings(), env=env, reporter=ListReporter())
+    assert info.value.reason == "entry point not found: train.py: the task has no repository and no script source"
+
+
+def test_requirement_precedence(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").write_text("from-repo\n")
+    assert _requirements({"requirements": {"pip": "from-task"}}, tmp_path) == "from-task"
+    assert _requirements({"requirements": {"pip": ["a", "b"]}}, tmp_path) == "a\nb"
+    assert _requirements({"requirements": {"pip": "  \n"}}, tmp_path) == "from-repo\n"
+    assert _requirements({"requirements": None}, tmp_path) == "from-repo\n"
+    assert _requirements({}, None) == ""
+    assert _requirements({}, tmp_path / "elsewhere") == ""
+
+
+def test_entry_point_forms(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "train.py").write_text("")
+    assert _entry_argv(tmp_path, tmp_path, "train.py", ".", has_source=True) == ["train.py"]
+    assert _entry_argv(tmp_path, tmp_path, "-m pkg.main --fast", ".", has_source=True) == ["-m", "pkg.main", "--fast"]
+    assert _entry_argv(tmp_path, tmp_path, "train.py --epochs 3", ".", has_source=True) == [
+        "train.py",
+        "--epochs",
+        "3",
+    ]
+    assert _entry_argv(tmp_path, tmp_path / "src", "../train.py", "src", has_source=True) == ["../train.py"]
+    with pytest.raises(EnvironmentSetupError, match="escapes"):
+        _entry_argv(tmp_path / "src", tmp_path / "src", "../train.py", ".", has_source=True)
+
+
+def test_literal_module_without_repository(tmp_path: Path) -> None:
+    cwd, entry = _write_literal(tmp_path, "-m pkg.main", "print('m')\n")
+    assert (cwd, entry) == (tmp_path, "-m pkg.main")
+    assert (tmp_path / "pkg" / "main.py").read_text() == "print('m')\n"
+    cwd, entry = _write_literal(tmp_path, "sub/run.py", "print('s')\n")
+    assert (cwd, entry) == ((tmp_path / "sub").resolve(), "run.py")
