@@ -19,6 +19,7 @@ class Sender(Protocol):
         *,
         version: str | None = None,
         lines: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]: ...
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from notebook_agent.api._common import Sender, call
+from notebook_agent.api._common import API_VERSION, Sender, body, call
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,32 @@ def delete(session: Sender, queue: str, force: bool = False) -> dict[str, Any]:
     return call(session, "queues.delete", queue=queue, force=force)
 
 
-def get_next_task(session: Sender, queue: str, get_task_info: bool = False) -> QueueEntry | None:
-    """Pop the first entry of a queue; None when the queue is empty (the server answers `data: {}`)."""
+LONG_POLL_CLAIM = "notebook_agent_long_poll"
+WAIT_HEADER = "X-NotebookAgent-Wait"
+WATCH_HEADER = "X-NotebookAgent-Watch"
+
+
+def get_next_task(
+    session: Sender,
+    queue: str,
+    get_task_info: bool = False,
+    *,
+    wait_sec: float | None = None,
+    watch: Sequence[str] = (),
+) -> QueueEntry | None:
+    """Pop the first entry of a queue; None when the queue is empty (the server answers `data: {}`).
+
+    `wait_sec` (only for servers whose token has the `notebook_agent_long_poll` claim: ours) makes the server
+    hold an empty answer until `queue` or one of the `watch` queues gets a task, for at most that long. It
+    travels in headers, so the body stays the real schema's.
+    """
     # get_task_info is 2.14+; leave it out unless asked so older servers see the plain 2.4 request.
-    data = call(session, "queues.get_next_task", queue=queue, get_task_info=get_task_info or None)
+    fields = body(queue=queue, get_task_info=get_task_info or None)
+    if wait_sec:
+        headers = {WAIT_HEADER: f"{wait_sec:g}", WATCH_HEADER: ",".join(watch or [queue])}
+        data = session.send("queues.get_next_task", fields, version=API_VERSION, headers=headers)
+    else:
+        data = session.send("queues.get_next_task", fields, version=API_VERSION)
     entry = data.get("entry")
     if not entry or not entry.get("task"):
         return None

@@ -122,6 +122,11 @@ class Session:
         value = self._claims.get("server_version")
         return str(value) if value is not None else None
 
+    def claim(self, name: str, default: Any = None) -> Any:
+        """A claim of the server's token (logs in if needed); servers add their own, e.g. feature flags."""
+        self._ensure_token()
+        return self._claims.get(name, default)
+
     @property
     def feature_set(self) -> str:
         self._ensure_token()
@@ -143,7 +148,8 @@ class Session:
             else:
                 message = "no credentials: set access_key/secret_key or auth_token"
                 raise UnauthorizedError(401, 20, message, "auth.login")
-            data = self._call("auth.login", f"{self.base_url}/auth.login", b"{}", "application/json", auth)
+            login_headers = self._headers("application/json")
+            data = self._call("auth.login", f"{self.base_url}/auth.login", b"{}", login_headers, auth)
             token = data.get("token")
             if not isinstance(token, str) or not token:
                 raise APIError(200, 0, "auth.login returned no token", "auth.login")
@@ -184,8 +190,12 @@ class Session:
         *,
         version: str | None = None,
         lines: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Call `service.action` and return the envelope's `data` ({} when null). Raises APIError."""
+        """Call `service.action` and return the envelope's `data` ({} when null). Raises APIError.
+
+        `headers` are added to the request (e.g. the embedded server's long-poll extension).
+        """
         if data is not None and lines is not None:
             raise ValueError("pass either data or lines, not both")
         if lines is not None:
@@ -196,17 +206,18 @@ class Session:
             body = json.dumps(data or {}).encode()
             content_type = "application/json"
         url = f"{self.base_url}/v{version}/{endpoint}" if version else f"{self.base_url}/{endpoint}"
+        request_headers = {**self._headers(content_type), **(headers or {})}
         if self._has_keys() or self._token:
             self._ensure_token()
         try:
-            return self._call(endpoint, url, body, content_type, None)
+            return self._call(endpoint, url, body, request_headers, None)
         except UnauthorizedError:
             # The token may have been revoked or the server restarted with a new secret: re-login once.
             if not self._has_keys():
                 raise
             log.info("%s answered 401; logging in again and retrying once", endpoint)
             self.login()
-            return self._call(endpoint, url, body, content_type, None)
+            return self._call(endpoint, url, body, request_headers, None)
 
     def _headers(self, content_type: str) -> dict[str, str]:
         headers = {"Content-Type": content_type, "X-ClearML-Client": self.client}
@@ -214,12 +225,12 @@ class Session:
             headers["X-ClearML-Worker"] = self.worker
         return headers
 
-    def _call(self, endpoint: str, url: str, body: bytes, content_type: str, auth: Any) -> dict[str, Any]:
-        response = self._post_with_retries(endpoint, url, body, content_type, auth)
+    def _call(self, endpoint: str, url: str, body: bytes, headers: dict[str, str], auth: Any) -> dict[str, Any]:
+        response = self._post_with_retries(endpoint, url, body, headers, auth)
         return self._parse(endpoint, url, response)
 
     def _post_with_retries(
-        self, endpoint: str, url: str, body: bytes, content_type: str, auth: Any
+        self, endpoint: str, url: str, body: bytes, headers: dict[str, str], auth: Any
     ) -> requests.Response:
         deadline = self._clock() + self.retry_total_seconds
         delay = BACKOFF_START
@@ -230,7 +241,7 @@ class Session:
                 response = self._http.post(
                     url,
                     data=body,
-                    headers=self._headers(content_type),
+                    headers=headers,
                     # Always pass auth: it keeps requests from adding ~/.netrc credentials over our header.
                     auth=auth if auth is not None else _Bearer(self._token),
                     timeout=self.timeout,

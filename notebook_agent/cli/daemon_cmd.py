@@ -19,6 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus", default=None, help="GPUs for the tasks, e.g. 0,1 or 0-3")
     p.add_argument("--cpu-only", action="store_true", help="hide every GPU from the tasks")
     p.add_argument("--create-queue", action="store_true", help="create queues that do not exist")
+    p.add_argument(
+        "--abort-grace-sec", type=float, default=10.0, help="after SIGTERM, seconds an aborted task gets before SIGKILL"
+    )
     p.add_argument("--foreground", action="store_true", help="accepted for clearml-agent compatibility (always on)")
     p.set_defaults(func=run)
 
@@ -36,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         create_queue=args.create_queue,
         gpus=args.gpus,
         cpu_only=args.cpu_only,
+        grace_sec=args.abort_grace_sec,
     )
     worker = Worker(config, options, bus=bus)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop(drain=False))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from notebook_agent import api
@@ -49,7 +50,13 @@ def run(args: argparse.Namespace) -> int:
             visible_devices="" if args.cpu_only else args.gpus,
         )
         runner = TaskRunner(session, config.api, worker_id, settings, bus=bus)
-        outcome = runner.run(task_id, pulled_message="launch by agent")
+        # Like clearml-agent's execute: report the task as ours (the server then shows this worker on it),
+        # and leave no worker behind afterwards.
+        api.workers.status_report(session, worker_id, int(time.time()) * 1000, task=task_id)
+        try:
+            outcome = runner.run(task_id, pulled_message="launch by agent")
+        finally:
+            api.workers.unregister(session, worker_id)
         print(f"task {task_id}: {outcome.phase.value} ({outcome.reason})", flush=True)
         if outcome.phase is TaskPhase.COMPLETED:
             return 0

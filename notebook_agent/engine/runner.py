@@ -116,8 +116,7 @@ class TaskRunner:
         try:
             return self._run(task_id, queue_id, pulled_message, work_dir, shipper, local_abort)
         finally:
-            if not shipper.close():
-                logger.warning("some log lines of task %s could not be sent", task_id)
+            shipper.close()  # already closed on the usual paths; this covers an error on the way
             with self._lock:
                 self._aborts.pop(task_id, None)
             if not self.settings.keep_work_dirs:
@@ -156,9 +155,9 @@ class TaskRunner:
             )
         except EnvironmentSetupError as err:
             self._agent_lines(task_id, shipper, [*err.detail.splitlines(), f"Environment setup failed: {err.reason}"])
-            return self._finish(task_id, TaskPhase.FAILED, err.reason)
+            return self._finish(task_id, shipper, TaskPhase.FAILED, err.reason)
         if local_abort.is_set():
-            return self._finish(task_id, TaskPhase.STOPPED, "user abort")
+            return self._finish(task_id, shipper, TaskPhase.STOPPED, "user abort")
         self._set_requirements(task, prepared.frozen)
 
         api.tasks.started(self.session, task_id, force=True, status_reason="worker starting task execution")
@@ -207,14 +206,19 @@ class TaskRunner:
                 # Someone else moved the task on (reset, enqueued, closed): leave its status alone.
                 self._phase(task_id, TaskPhase.STOPPED, watch.reason, exit_code)
                 return TaskOutcome(task_id, TaskPhase.STOPPED, watch.reason, exit_code)
-            return self._finish(task_id, TaskPhase.STOPPED, watch.reason, exit_code)
+            return self._finish(task_id, shipper, TaskPhase.STOPPED, watch.reason, exit_code)
         if exit_code == 0:
             self._agent_lines(task_id, shipper, ["Process completed successfully"])
-            return self._finish(task_id, TaskPhase.COMPLETED, "worker execution done", exit_code)
+            return self._finish(task_id, shipper, TaskPhase.COMPLETED, "worker execution done", exit_code)
         self._agent_lines(task_id, shipper, [f"Process failed, exit code {exit_code}"])
-        return self._finish(task_id, TaskPhase.FAILED, f"worker execution exit code {exit_code}", exit_code)
+        return self._finish(task_id, shipper, TaskPhase.FAILED, f"worker execution exit code {exit_code}", exit_code)
 
-    def _finish(self, task_id: str, phase: TaskPhase, reason: str, exit_code: int | None = None) -> TaskOutcome:
+    def _finish(
+        self, task_id: str, shipper: LogShipper, phase: TaskPhase, reason: str, exit_code: int | None = None
+    ) -> TaskOutcome:
+        # The whole log is on the server before the final status, so whoever sees the status sees every line.
+        if not shipper.close():
+            logger.warning("some log lines of task %s could not be sent", task_id)
         call = {TaskPhase.COMPLETED: api.tasks.completed, TaskPhase.FAILED: api.tasks.failed}.get(
             phase, api.tasks.stopped
         )

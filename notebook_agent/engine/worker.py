@@ -24,6 +24,7 @@ from notebook_agent.environment import BuildSettings
 logger = logging.getLogger(__name__)
 
 STATE_DIR = Path("~/.notebook_agent").expanduser()
+LONG_POLL_SEC = 20.0  # how long our embedded server may hold an empty get_next_task (woken on pause/stop)
 
 
 @dataclass
@@ -83,6 +84,8 @@ class Worker:
         self._resume.set()
         self._thread: threading.Thread | None = None
         self._runner: TaskRunner | None = None
+        self._reporter: StatsReporter | None = None
+        self._long_poll = False
         self.error: BaseException | None = None
 
     # control (any thread) -----------------------------------------------------------------------------
@@ -100,12 +103,26 @@ class Worker:
         if not drain and self._runner is not None:
             for task_id in self._runner.running:
                 self._runner.abort(task_id)
+        if self._long_poll and self.current is None:
+            self._end_long_poll(leaving=True)
         if self._thread is not None and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
     def pause(self) -> None:
         """Stop pulling new tasks (the running one goes on)."""
         self._resume.clear()
+        if self._long_poll:
+            self._end_long_poll(leaving=False)
+
+    def _end_long_poll(self, leaving: bool) -> None:
+        """Our server ends a worker's pending long poll when that worker reports or unregisters."""
+        try:
+            if leaving:
+                api.workers.unregister(self.session, self.worker_id)
+            elif self._reporter is not None:
+                self._reporter.report_now()
+        except APIError as err:
+            logger.info("could not wake the pending poll: %s", err)
 
     def resume(self) -> None:
         self._resume.set()
@@ -136,20 +153,20 @@ class Worker:
         self.worker_id = lease.worker_id
         self.session.worker = self.worker_id
         self._set_state(WorkerState.STARTING)
-        reporter: StatsReporter | None = None
         registered = False
         try:
             self.queues = resolve_queues(self.session, self.options.queues, create=self.options.create_queue)
             order = QueueOrder(self.queues, fairness=self.options.order_fairness)
             api.workers.register(self.session, self.worker_id, queues=[q.id for q in self.queues])
             registered = True
+            self._long_poll = bool(self.session.claim(api.queues.LONG_POLL_CLAIM)) and not self.options.stop_when_idle
             self._runner = self._make_runner()
-            reporter = StatsReporter(self, float(self.config.agent("status_report_freq_sec", 30)), self.bus)
-            reporter.start()
-            self._loop(order, reporter)
+            self._reporter = StatsReporter(self, float(self.config.agent("status_report_freq_sec", 30)), self.bus)
+            self._reporter.start()
+            self._loop(order, self._reporter)
         finally:
-            if reporter is not None:
-                reporter.close()
+            if self._reporter is not None:
+                self._reporter.close()
             if registered:
                 try:
                     api.workers.unregister(self.session, self.worker_id)
@@ -186,6 +203,8 @@ class Worker:
                 logger.warning("cannot reach the server: %s", err)
                 self._stop.wait(min(5.0, max(self._poll_sec(), 1.0)))
                 continue
+            if pulled is self._pull_again:
+                continue
             if pulled is None:
                 if self.options.stop_when_idle:
                     return
@@ -196,11 +215,23 @@ class Worker:
             self._run_task(task_id, queue, reporter)
 
     def _pull(self, order: QueueOrder) -> tuple[str, QueueRef] | None:
-        for queue in order.round():
+        queues = order.round()
+        for queue in queues:
             entry = api.queues.get_next_task(self.session, queue.id)
             if entry is not None:
                 return entry.task, queue
+        if self._long_poll and not self._stop.is_set() and self._resume.is_set():
+            # Wait on the server until any of our queues gets a task; an answer for another queue comes
+            # back empty and the next round (in priority order) picks it up at once.
+            watch = [q.id for q in queues]
+            entry = api.queues.get_next_task(self.session, queues[0].id, wait_sec=LONG_POLL_SEC, watch=watch)
+            if entry is not None:
+                return entry.task, queues[0]
+            return self._pull_again
         return None
+
+    # a sentinel of _pull: the long poll ended without a task for its queue; poll the round again now
+    _pull_again: tuple[str, QueueRef] = ("", QueueRef("", ""))
 
     def _run_task(self, task_id: str, queue: QueueRef, reporter: StatsReporter) -> None:
         assert self._runner is not None

@@ -81,6 +81,8 @@ class EmbeddedServer:
     def stop(self) -> None:
         if self._http is None:
             return
+        assert self.backend is not None
+        self.backend.shutdown()  # ends pending long polls
         self._http.shutdown()
         self._http.server_close()
         if self._thread is not None:

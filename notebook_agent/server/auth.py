@@ -16,6 +16,7 @@ from notebook_agent.server.registry import MAX_VERSION, Identity
 DEFAULT_EXPIRATION_SEC = 30 * 24 * 3600
 MAX_EXPIRATION_SEC = 365 * 24 * 3600
 SERVER_VERSION = "2.3.0"
+LONG_POLL_CLAIM = "notebook_agent_long_poll"
 TOKEN_COOKIE = "clearml_token_basic"
 
 
@@ -39,6 +40,9 @@ def issue_token(backend: Backend, identity: Identity, expiration_sec: int | None
         "server_version": SERVER_VERSION,
         "server_build": f"notebook-agent-{__version__}",
         "feature_set": "basic",
+        # Our extension: queues.get_next_task may wait for a task (see services/queues.py). Real servers
+        # lack the claim, so clients fall back to plain polling there.
+        LONG_POLL_CLAIM: 1,
     }
     return jwt.encode(claims, backend.token_secret, algorithm="HS256")
 

@@ -6,6 +6,7 @@ import hmac
 import json
 import secrets
 import string
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -49,6 +50,11 @@ class Backend:
         self.identity = Identity(
             user=self.user, company=self.company, user_name="notebook-agent", company_name=COMPANY_NAME
         )
+        # Long-poll support: waiters sleep on this until a queue gets an entry or their worker is woken.
+        self._changed = threading.Condition()
+        self._generation = 0
+        self._worker_wakes: dict[str, int] = {}
+        self.stopping = False
 
     def _setting_or(self, key: str, make) -> str:
         with self.store.transaction():
@@ -98,6 +104,45 @@ class Backend:
 
     def known_access_key(self, access_key: str) -> bool:
         return any(hmac.compare_digest(p.access_key, access_key) for p in self.key_pairs())
+
+    # long poll
+    def notify_queues(self) -> None:
+        """A queue got an entry: wake every long poll so each checks its queues."""
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    def wake_worker(self, worker_id: str) -> None:
+        """The worker reported or left: end its pending long poll so it sees its own new state."""
+        with self._changed:
+            self._worker_wakes[worker_id] = self._worker_wakes.get(worker_id, 0) + 1
+            self._generation += 1
+            self._changed.notify_all()
+
+    def shutdown(self) -> None:
+        with self._changed:
+            self.stopping = True
+            self._changed.notify_all()
+
+    def wait_for_entries(self, queue_ids: list[str], worker_id: str, timeout: float) -> None:
+        """Return once a queue in `queue_ids` has an entry, the worker is woken, or `timeout` passes.
+
+        The store is never read while holding the condition (writers notify while holding the store's lock).
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            woken_at = self._worker_wakes.get(worker_id, 0)
+        while True:
+            with self._changed:
+                generation = self._generation
+            if any(self.store.count_entries(q) for q in queue_ids):
+                return
+            remaining = deadline - time.monotonic()
+            with self._changed:
+                if self.stopping or remaining <= 0 or self._worker_wakes.get(worker_id, 0) != woken_at:
+                    return
+                if self._generation == generation:
+                    self._changed.wait(remaining)
 
     # initial data
     def ensure_default_queue(self) -> None:

@@ -45,6 +45,11 @@ class Call:
     headers: dict[str, str] = field(default_factory=dict)
     cookies: dict[str, str] = field(default_factory=dict)
 
+    def header(self, name: str) -> str | None:
+        """A request header, looked up without regard to case."""
+        name = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == name), None)
+
     def require(self, *names: str) -> list[Any]:
         """The values of required fields, or 400/11 naming the missing ones."""
         missing = [n for n in names if self.data.get(n) in (None, "")]

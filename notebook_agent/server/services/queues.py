@@ -128,6 +128,7 @@ def add_entry(call: Call, queue_id: str, task_id: str) -> None:
         if queue_id in store.queues_of_task(task_id):
             raise errors.task_already_queued(f"task={task_id}, queue={queue_id}")
         store.push_entry(queue_id, task_id, call.backend.now_iso())
+    call.backend.notify_queues()
 
 
 @endpoint("queues.add_task", "2.4")
@@ -160,13 +161,33 @@ def remove_task(call: Call) -> dict[str, Any]:
     return {"removed": 1}
 
 
+MAX_WAIT_SEC = 25.0  # below the clients' 30 s read timeout
+
+
+def _wait_for_entries(call: Call, queue_id: str) -> bool:
+    """The long-poll extension: `X-NotebookAgent-Wait: SEC` (+ `X-NotebookAgent-Watch: ids`) holds an empty
+    answer until one of the watched queues gets an entry. True if the caller asked to wait."""
+    wait = call.header("X-NotebookAgent-Wait")
+    if not wait:
+        return False
+    try:
+        seconds = min(max(float(wait), 0.0), MAX_WAIT_SEC)
+    except ValueError:
+        raise errors.validation_error(f"X-NotebookAgent-Wait must be seconds, got {wait!r}") from None
+    watch = [q for q in (call.header("X-NotebookAgent-Watch") or queue_id).split(",") if q] or [queue_id]
+    call.backend.wait_for_entries(watch, call.worker or "", seconds)
+    return True
+
+
 @endpoint("queues.get_next_task", "2.4")
 def get_next_task(call: Call) -> dict[str, Any]:
     (queue_id,) = call.require("queue")
     store = call.backend.store
-    with store.transaction():
-        get_queue(call, queue_id)
+    get_queue(call, queue_id)
+    entry = store.pop_entry(queue_id, call.data.get("task"))
+    if entry is None and _wait_for_entries(call, queue_id):
         entry = store.pop_entry(queue_id, call.data.get("task"))
+    with store.transaction():
         if entry is None:
             return {}
         task = store.get("task", entry["task"])

@@ -67,6 +67,7 @@ def register(call: Call) -> dict[str, Any]:
 def unregister(call: Call) -> dict[str, Any]:
     (worker_id,) = call.require("worker")
     call.backend.store.delete(KIND, worker_id)
+    call.backend.wake_worker(worker_id)
     return {}
 
 
@@ -94,6 +95,7 @@ def status_report(call: Call) -> dict[str, Any]:
         if data.get("machine_stats") is not None:
             fields["machine_stats"] = data["machine_stats"]
         _upsert(call, worker_id, **fields)
+    call.backend.wake_worker(worker_id)
     return {}
 
 

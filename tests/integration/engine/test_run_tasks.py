@@ -125,3 +125,30 @@ def test_200k_lines_with_carriage_returns_arrive_once_in_order(raw, run_worker):
     task_lines = [line for line in lines if line.startswith("line ")]
     assert task_lines == [f"line {i}" for i in range(200_000)]
     assert not any(line.startswith("progress") for line in lines)
+
+
+def test_long_polling_worker_picks_up_at_once_and_stops_promptly(raw, agent_config, agent_env, tmp_path):
+    import time
+
+    from notebook_agent.api import Session
+    from notebook_agent.engine.worker import Worker, WorkerOptions
+    from tests.integration.engine.conftest import wait_for
+
+    session = Session.from_config(agent_config.api)
+    worker = Worker(agent_config, WorkerOptions(state_dir=tmp_path / "state"), session=session, base_env=agent_env)
+    worker.start()
+    try:
+        wait_for(lambda: worker._long_poll and worker.state.value == "idle", timeout=30)
+        worker.pause()
+        wait_for(lambda: worker.state.value == "paused", timeout=10)
+        task_id = script_task(raw, "while paused", "print('ran after resume')\n", raw.default_queue())
+        assert raw.ok("tasks.get_by_id", {"task": task_id})["task"]["status"] == "queued"
+        worker.resume()
+        wait_for(lambda: raw.ok("tasks.get_by_id", {"task": task_id})["task"]["status"] == "completed", timeout=60)
+    finally:
+        started = time.monotonic()
+        worker.stop(timeout=30)
+        stop_took = time.monotonic() - started
+    assert not worker._thread.is_alive()
+    assert stop_took < 10  # the pending long poll was ended, not waited out
+    assert not any(w["id"] == worker.worker_id for w in raw.ok("workers.get_all", {})["workers"])
