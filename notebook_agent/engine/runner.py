@@ -34,7 +34,7 @@ class RunnerSettings:
     work_root: Path
     build: BuildSettings = field(default_factory=BuildSettings)
     grace_sec: float = 10.0  # SIGTERM to SIGKILL
-    abort_poll_sec: float = 1.0
+    abort_poll_sec: float = 0.5  # the spec asks for at most 2 s; an abort then fits well inside grace + 2 s
     ping_sec: float = 30.0
     visible_devices: str | None = None
     keep_work_dirs: bool = False

@@ -28,6 +28,14 @@ STUBBORN = textwrap.dedent(
 GRACE = 2.0
 
 
+def alive(pid: int) -> bool:
+    """Running, not a zombie (PID 1 of a container may never reap an orphan killed with its parent)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_abort_through_tasks_stop_kills_the_tree(raw, run_worker, client_env, tmp_path):
     task_id = raw.new_task(
         "stubborn", script={"binary": "python3", "entry_point": "job.py", "working_dir": ".", "diff": STUBBORN}
@@ -44,7 +52,7 @@ def test_abort_through_tasks_stop_kills_the_tree(raw, run_worker, client_env, tm
 
     with run_worker([], grace_sec=GRACE) as run:
         tree = wait_for(pids, timeout=120, interval=0.2)
-        assert all(psutil.pid_exists(p) for p in tree)
+        assert all(alive(p) for p in tree)
         stop = subprocess.run(
             [
                 sys.executable,
@@ -60,13 +68,13 @@ def test_abort_through_tasks_stop_kills_the_tree(raw, run_worker, client_env, tm
         )
         assert stop.returncode == 0, stop.stderr
         stopped_at = time.monotonic()
-        wait_for(lambda: not any(psutil.pid_exists(p) for p in tree), timeout=GRACE + 1.0 + 2.0, interval=0.05)
+        wait_for(lambda: not any(alive(p) for p in tree), timeout=GRACE + 2.0, interval=0.05)
         gone_after = time.monotonic() - stopped_at
         run.wait()
     task = raw.ok("tasks.get_by_id", {"task": task_id})["task"]
     assert task["status"] == "stopped"
-    # Abort polling runs every second, then the grace period, then SIGKILL.
-    assert gone_after < 1.0 + GRACE + 2.0
+    # The abort is seen within half a second, then the grace period, then SIGKILL.
+    assert gone_after < GRACE + 2.0
 
 
 def test_abort_from_the_engine_api(raw, run_worker):
