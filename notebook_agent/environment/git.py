@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from notebook_agent.environment.commands import run
 from notebook_agent.environment.errors import EnvironmentSetupError
@@ -50,7 +52,8 @@ def checkout(
         if value.startswith("-") or any(c.isspace() for c in value):
             # Refuse anything git could read as an option.
             raise EnvironmentSetupError(f"invalid {name} {value!r} for {shown}")
-    clone_url = _with_credentials(repository, git_user, git_pass)
+    clone_url = repository
+    askpass = _askpass(repository, git_user, git_pass, genv, dest.parent)
     dest.parent.mkdir(parents=True, exist_ok=True)
     # --no-checkout: the work tree is written once, at the revision we want, not first at the default branch.
     cloned = run(
@@ -61,11 +64,25 @@ def checkout(
         secrets=secrets,
     )
     if cloned.returncode != 0:
+        _remove(askpass)
         raise EnvironmentSetupError(_clone_failure(shown, cloned.stdout), cloned.stdout)
-    stored = _without_password(repository)
-    if stored != clone_url:
-        # Credentials went into the URL for the clone only; git wrote that URL to .git/config, so replace it.
-        _git(dest, genv, "remote", "set-url", "origin", stored)
+    try:
+        return _checkout_revision(dest, genv, clone_url, shown, secrets, reporter, commit, tag, branch)
+    finally:
+        _remove(askpass)
+
+
+def _checkout_revision(
+    dest: Path,
+    genv: Mapping[str, str],
+    clone_url: str,
+    shown: str,
+    secrets: list[str],
+    reporter: BuildReporter,
+    commit: str,
+    tag: str,
+    branch: str,
+) -> str:
 
     if commit:
         sha = _resolve(dest, genv, commit)
@@ -163,11 +180,34 @@ def _find_branch(repo: Path, genv: Mapping[str, str], branch: str) -> tuple[str,
     return branch, ""
 
 
-def _with_credentials(url: str, user: str, password: str) -> str:
+_ASKPASS = """#!/bin/sh
+case "$1" in
+  Username*) printf '%s\\n' "$NOTEBOOK_AGENT_GIT_USER" ;;
+  *) printf '%s\\n' "$NOTEBOOK_AGENT_GIT_PASS" ;;
+esac
+"""
+
+
+def _askpass(url: str, user: str, password: str, genv: dict[str, str], scratch: Path) -> Path | None:
+    """Hand git the credentials through GIT_ASKPASS: never in a URL, a process argument or a log line.
+
+    The script reads them from its environment (readable only by this user), so nothing secret is on disk.
+    """
     parts = urlsplit(url)
     if not (user and password) or parts.scheme not in ("http", "https") or "@" in parts.netloc:
-        return url  # ssh and local repositories authenticate otherwise; a URL's own userinfo is more specific
-    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.netloc}"))
+        return None  # ssh and local repositories authenticate otherwise; a URL's own userinfo is more specific
+    scratch.mkdir(parents=True, exist_ok=True)
+    script = scratch / f".git-askpass-{os.getpid()}-{threading.get_ident()}"
+    fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(_ASKPASS)
+    genv.update(GIT_ASKPASS=str(script), NOTEBOOK_AGENT_GIT_USER=user, NOTEBOOK_AGENT_GIT_PASS=password)
+    return script
+
+
+def _remove(path: Path | None) -> None:
+    if path is not None:
+        path.unlink(missing_ok=True)
 
 
 def _password(url: str) -> str:
@@ -175,14 +215,6 @@ def _password(url: str) -> str:
     if "@" not in parts.netloc:
         return ""
     return unquote(parts.netloc.rsplit("@", 1)[0].partition(":")[2])
-
-
-def _without_password(url: str) -> str:
-    parts = urlsplit(url)
-    if not _password(url):
-        return url
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}@{host}"))
 
 
 def _has_ab_prefixes(diff: str) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from notebook_agent.environment import EnvironmentSetupError, ListReporter
-from notebook_agent.environment.git import _with_credentials, _without_password, apply_diff, checkout
+from notebook_agent.environment.git import apply_diff, checkout
 from tests.fakes.gitrepo import commit_files, git, make_git_repo
 from tests.unit.environment.conftest import run_lines
 
@@ -99,7 +99,9 @@ def test_option_like_revision_is_refused(
     assert reporter.lines == []
 
 
-def test_credentials_are_masked(tmp_path: Path, env: dict[str, str], reporter: ListReporter) -> None:
+def test_credentials_never_reach_the_log_or_the_error(
+    tmp_path: Path, env: dict[str, str], reporter: ListReporter
+) -> None:
     # Port 1 on loopback refuses at once: the clone fails fast, after the command was logged.
     with pytest.raises(EnvironmentSetupError) as info:
         checkout(
@@ -111,19 +113,10 @@ def test_credentials_are_masked(tmp_path: Path, env: dict[str, str], reporter: L
             git_pass="s3cr3t-pass",
         )
     everything = [*reporter.lines, info.value.reason, info.value.detail, str(info.value)]
-    assert not any("s3cr3t-pass" in text for text in everything)
-    assert "https://alice:****@127.0.0.1:1/team/x.git" in run_lines(reporter)[0]
+    assert not any("s3cr3t-pass" in text or "alice" in text for text in everything)
+    assert "https://127.0.0.1:1/team/x.git" in run_lines(reporter)[0]  # no userinfo in the URL at all
     assert info.value.reason.startswith("git clone failed: repository not reachable: https://127.0.0.1:1/team/x.git")
-
-
-def test_credential_urls() -> None:
-    assert _with_credentials("https://h/x.git", "a b", "p@ss") == "https://a%20b:p%40ss@h/x.git"
-    assert _with_credentials("git@h:x.git", "a", "p") == "git@h:x.git"
-    assert _with_credentials("https://me@h/x.git", "a", "p") == "https://me@h/x.git"
-    assert _with_credentials("https://h/x.git", "a", "") == "https://h/x.git"
-    # What is stored in .git/config after the clone: never the password.
-    assert _without_password("https://a:p%40ss@h/x.git") == "https://a@h/x.git"
-    assert _without_password("/local/repo") == "/local/repo"
+    assert not list(tmp_path.glob(".git-askpass-*"))  # the helper script is gone after the clone
 
 
 @pytest.fixture
@@ -175,3 +168,49 @@ def test_apply_diff_that_does_not_apply(
 def test_empty_diff_does_nothing(clone: Path, env: dict[str, str], reporter: ListReporter) -> None:
     apply_diff(clone, "  \n", env=env, reporter=reporter)
     assert reporter.lines == []
+
+
+def test_private_https_repository_clones_with_configured_credentials(
+    tmp_path: Path, env: dict[str, str], reporter: ListReporter
+) -> None:
+    import subprocess
+    import threading
+
+    import psutil
+
+    from tests.fakes.git_http import GitHttpServer
+    from tests.fakes.gitrepo import make_git_repo
+
+    password = "pa55-Very-Secret"
+    source = tmp_path / "source"
+    sha = make_git_repo(source, {"train.py": "print('private')\n"})
+    served = tmp_path / "served"
+    served.mkdir()
+    subprocess.run(["git", "clone", "-q", "--bare", str(source), str(served / "team.git")], check=True)
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch_process_list() -> None:
+        while not done.is_set():
+            for proc in psutil.process_iter(["cmdline"]):
+                seen.append(" ".join(proc.info["cmdline"] or []))
+            done.wait(0.005)
+
+    with GitHttpServer(served, "alice", password) as server:
+        url = f"{server.url}/team.git"
+        watcher = threading.Thread(target=watch_process_list)
+        watcher.start()
+        try:
+            got = checkout(url, tmp_path / "code", env=env, reporter=reporter, git_user="alice", git_pass=password)
+        finally:
+            done.set()
+            watcher.join()
+        assert got == sha
+        assert (tmp_path / "code" / "train.py").read_text() == "print('private')\n"
+        with pytest.raises(EnvironmentSetupError) as wrong:
+            checkout(url, tmp_path / "code2", env=env, reporter=reporter, git_user="alice", git_pass="nope-" + password)
+    assert any("clone" in line for line in seen)  # the watcher did see the clone running
+    for text in [*seen, *reporter.lines, str(wrong.value), wrong.value.detail]:
+        assert password not in text
+    assert "authentication" in wrong.value.reason or "denied" in wrong.value.reason, wrong.value.reason
+    assert password not in (tmp_path / "code" / ".git" / "config").read_text()
