@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from notebook_agent import __version__
-from notebook_agent.cli import daemon_cmd, demo_cmd, execute_cmd, submit_cmd
+from notebook_agent.cli import build_cmd, daemon_cmd, demo_cmd, execute_cmd, submit_cmd
 
 
 def _add_server_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_server_parser(sub)
-    for command in (daemon_cmd, execute_cmd, submit_cmd, demo_cmd):
+    for command in (daemon_cmd, execute_cmd, build_cmd, submit_cmd, demo_cmd):
         command.add_parser(sub)
     return parser
 

@@ -54,3 +54,19 @@ def test_bad_input_gets_clear_errors(env, tmp_path):
     assert cli(env, "daemon", "--gpus", "0", "--cpu-only").returncode == 2
     missing = cli(env, "execute", "--id", "f" * 32)
     assert missing.returncode == 2 and "Invalid task id" in missing.stderr
+
+
+def test_build_prepares_the_environment_without_running(env, raw, tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text("import demo_dep\nprint(demo_dep.VALUE)\n")
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("demo-dep==1.0\n")
+    task_id = cli(env, "submit", "--script", str(script), "--requirements", str(requirements)).stdout.strip()
+    target = tmp_path / "built"
+    built = cli(env, "build", "--id", task_id, "--target", str(target))
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "environment ready" in built.stdout
+    python = target / "venv" / "bin" / "python"
+    ran = subprocess.run([str(python), "job.py"], cwd=target / "code", capture_output=True, text=True, timeout=60)
+    assert ran.stdout.strip() == "demo-dep says 42"
+    assert raw.ok("tasks.get_by_id", {"task": task_id})["task"]["status"] == "queued"  # built, not run
