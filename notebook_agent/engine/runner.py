@@ -23,6 +23,7 @@ from notebook_agent.engine.log_shipper import LogShipper
 from notebook_agent.engine.process import TaskProcess
 from notebook_agent.engine.task_env import task_environment, write_task_config
 from notebook_agent.environment import BuildSettings, EnvironmentSetupError, prepare
+from notebook_agent.environment.commands import run as run_command
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ class RunnerSettings:
     visible_devices: str | None = None
     keep_work_dirs: bool = False
     log_flush_sec: float = 1.0
+    # container.setup_shell_script (or this default) runs before the build only when enabled: clearml-agent
+    # runs it in docker mode, where it cannot touch the host.
+    setup_script_enabled: bool = False
+    default_setup_script: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,7 @@ class TaskRunner:
             visible_devices=self.settings.visible_devices,
         )
         try:
+            self._setup_script(task, work_dir, env, _Reporter(self, task_id, shipper))
             prepared = prepare(
                 task, work_dir, settings=self.settings.build, env=env, reporter=_Reporter(self, task_id, shipper)
             )
@@ -230,6 +236,22 @@ class TaskRunner:
             logger.info("could not mark task %s %s: %s", task_id, phase.value, err)
         self._phase(task_id, phase, reason, exit_code)
         return TaskOutcome(task_id, phase, reason, exit_code)
+
+    def _setup_script(self, task: dict, work_dir: Path, env: dict[str, str], reporter: _Reporter) -> None:
+        script = (
+            str((task.get("container") or {}).get("setup_shell_script") or "") or self.settings.default_setup_script
+        )
+        if not script.strip():
+            return
+        if not self.settings.setup_script_enabled:
+            reporter.log("setup shell script skipped: set agent.enable_setup_shell_script to run it on this host")
+            return
+        reporter.step("setup script", 0.0)
+        path = work_dir / "setup_shell_script.sh"
+        path.write_text(script)
+        done = run_command(["bash", str(path)], cwd=work_dir, env=env, reporter=reporter)
+        if done.returncode != 0:
+            raise EnvironmentSetupError(f"setup shell script failed with exit code {done.returncode}")
 
     def _set_requirements(self, task: dict, frozen: list[str]) -> None:
         requirements = dict((task.get("script") or {}).get("requirements") or {})

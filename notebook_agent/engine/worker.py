@@ -182,6 +182,8 @@ class Worker:
             build=build_settings(self.config),
             visible_devices=visible,
             grace_sec=self.options.grace_sec,
+            setup_script_enabled=bool(self.config.agent("enable_setup_shell_script", False)),
+            default_setup_script=str(self.config.agent("default_setup_shell_script", "") or ""),
         )
         return TaskRunner(self.session, self.config.api, self.worker_id, settings, bus=self.bus, base_env=self.base_env)
 

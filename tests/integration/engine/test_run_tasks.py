@@ -152,3 +152,34 @@ def test_long_polling_worker_picks_up_at_once_and_stops_promptly(raw, agent_conf
     assert not worker._thread.is_alive()
     assert stop_took < 10  # the pending long poll was ended, not waited out
     assert not any(w["id"] == worker.worker_id for w in raw.ok("workers.get_all", {})["workers"])
+
+
+def test_setup_shell_script_runs_before_the_build_when_enabled(raw, server, agent_env, tmp_path):
+    from notebook_agent.config import load_config
+    from tests.integration.engine.conftest import WorkerRun
+
+    conf = tmp_path / "setup.conf"
+    conf.write_text(server.config_file.read_text() + "agent { enable_setup_shell_script: true }\n")
+    task_id = raw.new_task(
+        "with setup",
+        script={"binary": "python3", "entry_point": "job.py", "working_dir": ".", "diff": "print('task ran')\n"},
+        container={"setup_shell_script": "echo prepared-by-setup-script; exit 0"},
+    )
+    failing = raw.new_task(
+        "setup fails",
+        script={"binary": "python3", "entry_point": "job.py", "working_dir": ".", "diff": "print('never')\n"},
+        container={"setup_shell_script": "echo about to fail; exit 7"},
+    )
+    for task in (task_id, failing):
+        raw.ok("tasks.enqueue", {"task": task, "queue": raw.default_queue()})
+    from notebook_agent.engine.worker import WorkerOptions
+
+    options = WorkerOptions(stop_when_idle=True, state_dir=tmp_path / "state")
+    with WorkerRun(load_config(conf, env={}), options, agent_env) as run:
+        run.wait()
+    log = task_log(raw, task_id)
+    assert "prepared-by-setup-script" in log and "task ran" in log
+    assert log.index("prepared-by-setup-script") < log.index("task ran")
+    failed = raw.ok("tasks.get_by_id", {"task": failing})["task"]
+    assert failed["status"] == "failed"
+    assert failed["status_reason"] == "setup shell script failed with exit code 7"
