@@ -6,6 +6,7 @@ and `abort_watch`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
@@ -120,6 +121,13 @@ class TaskRunner:
         shipper.start()
         try:
             return self._run(task_id, queue_id, pulled_message, work_dir, shipper, local_abort)
+        except Exception as exc:
+            # Whatever broke, the task must not stay in_progress forever, and the worker goes on.
+            logger.exception("running task %s failed", task_id)
+            reason = f"agent error: {type(exc).__name__}: {exc}"
+            with contextlib.suppress(RuntimeError):  # the shipper may already be closed
+                self._agent_lines(task_id, shipper, [reason])
+            return self._finish(task_id, shipper, TaskPhase.FAILED, reason[:500])
         finally:
             shipper.close()  # already closed on the usual paths; this covers an error on the way
             with self._lock:

@@ -42,6 +42,14 @@ class WorkerOptions:
     state_dir: Path = STATE_DIR
 
 
+def running_in_colab(env: Mapping[str, str] | None = None) -> bool:
+    """True inside a Google Colab runtime (its kernel sets COLAB_* variables; google.colab is importable)."""
+    import sys
+
+    env = os.environ if env is None else env
+    return "google.colab" in sys.modules or any(k.startswith("COLAB_") for k in env)
+
+
 def build_settings(config: Config) -> BuildSettings:
     extra = config.agent("package_manager.extra_index_url", []) or []
     pip_args: list[str] = []
@@ -49,7 +57,8 @@ def build_settings(config: Config) -> BuildSettings:
         pip_args += ["--extra-index-url", str(url)]
     return BuildSettings(
         python=str(config.agent("python_binary", "") or BuildSettings().python),
-        system_site_packages=bool(config.agent("package_manager.system_site_packages", False)),
+        # In Colab a task reuses the preinstalled torch & co. instead of downloading gigabytes again.
+        system_site_packages=bool(config.agent("package_manager.system_site_packages", False)) or running_in_colab(),
         pip_args=tuple(pip_args),
         git_user=str(config.agent("git_user", "") or ""),
         git_pass=str(config.agent("git_pass", "") or ""),

@@ -183,3 +183,27 @@ def test_setup_shell_script_runs_before_the_build_when_enabled(raw, server, agen
     failed = raw.ok("tasks.get_by_id", {"task": failing})["task"]
     assert failed["status"] == "failed"
     assert failed["status_reason"] == "setup shell script failed with exit code 7"
+
+
+def test_an_agent_error_fails_the_task_and_the_worker_goes_on(raw, run_worker, monkeypatch):
+    import notebook_agent.engine.runner as runner_module
+
+    real = runner_module.TaskProcess
+    calls = []
+
+    def broken_then_real(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("cannot start the process")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "TaskProcess", broken_then_real)
+    queue = raw.default_queue()
+    first = script_task(raw, "start fails", "print('x')\n", queue)
+    second = script_task(raw, "runs next", "print('fine')\n", queue)
+    with run_worker([]) as run:
+        run.wait()
+    task = raw.ok("tasks.get_by_id", {"task": first})["task"]
+    assert task["status"] == "failed"
+    assert task["status_reason"] == "agent error: OSError: cannot start the process"
+    assert raw.ok("tasks.get_by_id", {"task": second})["task"]["status"] == "completed"
