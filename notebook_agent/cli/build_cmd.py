@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -43,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
         target = (args.target or Path(tempfile.mkdtemp(prefix="notebook-agent-build-"))).resolve()
         try:
-            prepared = prepare(
-                task, target, settings=build_settings(config), env=dict(os.environ), reporter=_PrintReporter()
-            )
+            # A standalone environment: one served from the cache would break once its entry is evicted.
+            settings = dataclasses.replace(build_settings(config), venvs_cache_dir=None)
+            prepared = prepare(task, target, settings=settings, env=dict(os.environ), reporter=_PrintReporter())
         except EnvironmentSetupError as err:
             print(f"notebook-agent build: {err.reason}", file=sys.stderr)
             return 1

@@ -69,8 +69,9 @@ agent {
         max_entries: 10
         # Free disk space needed to add a cache entry; 0 or negative disables the check.
         free_space_threshold_gb: 2.0
-        # "" disables the venv cache.
-        path: "~/.clearml/venvs-cache"
+        # "" disables the venv cache. Not clearml-agent's ~/.clearml/venvs-cache: the layouts differ, and each
+        # agent's eviction would delete the other's entries.
+        path: "~/.notebook_agent/venvs-cache"
     }
     vcs_cache {
         enabled: true

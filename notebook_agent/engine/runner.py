@@ -23,7 +23,7 @@ from notebook_agent.engine.events import EnvBuildStep, EventBus, TaskLogLines, T
 from notebook_agent.engine.log_shipper import LogShipper
 from notebook_agent.engine.process import TaskProcess
 from notebook_agent.engine.task_env import task_environment, write_task_config
-from notebook_agent.environment import BuildSettings, EnvironmentSetupError, prepare
+from notebook_agent.environment import BuildSettings, EnvironmentSetupError, PreparedEnvironment, prepare
 from notebook_agent.environment.commands import run as run_command
 
 logger = logging.getLogger(__name__)
@@ -170,6 +170,21 @@ class TaskRunner:
         except EnvironmentSetupError as err:
             self._agent_lines(task_id, shipper, [*err.detail.splitlines(), f"Environment setup failed: {err.reason}"])
             return self._finish(task_id, shipper, TaskPhase.FAILED, err.reason)
+        try:
+            return self._execute(task, prepared, env, shipper, local_abort)
+        finally:
+            if prepared.lease is not None:
+                prepared.lease.close()  # the cached environment may be evicted once no task uses it
+
+    def _execute(
+        self,
+        task: dict,
+        prepared: PreparedEnvironment,
+        env: dict[str, str],
+        shipper: LogShipper,
+        local_abort: threading.Event,
+    ) -> TaskOutcome:
+        task_id = task["id"]
         if local_abort.is_set():
             return self._finish(task_id, shipper, TaskPhase.STOPPED, "user abort")
         self._set_requirements(task, prepared.frozen)

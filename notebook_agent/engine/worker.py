@@ -24,6 +24,7 @@ from notebook_agent.environment import BuildSettings
 logger = logging.getLogger(__name__)
 
 STATE_DIR = Path("~/.notebook_agent").expanduser()
+CACHE_LAYOUT = "notebook-agent-v1"
 LONG_POLL_SEC = 20.0  # how long our embedded server may hold an empty get_next_task (woken on pause/stop)
 
 
@@ -55,8 +56,13 @@ def build_settings(config: Config) -> BuildSettings:
     pip_args: list[str] = []
     for url in [extra] if isinstance(extra, str) else extra:
         pip_args += ["--extra-index-url", str(url)]
+    cache_path = str(config.agent("venvs_cache.path", "") or "").strip()
     return BuildSettings(
         python=str(config.agent("python_binary", "") or BuildSettings().python),
+        # A subfolder, so a cache path shared with clearml-agent never mixes the two layouts.
+        venvs_cache_dir=Path(cache_path).expanduser() / CACHE_LAYOUT if cache_path else None,
+        venvs_cache_max_entries=int(config.agent("venvs_cache.max_entries", 10)),
+        venvs_cache_free_space_threshold_gb=float(config.agent("venvs_cache.free_space_threshold_gb", 2.0)),
         # In Colab a task reuses the preinstalled torch & co. instead of downloading gigabytes again.
         system_site_packages=bool(config.agent("package_manager.system_site_packages", False)) or running_in_colab(),
         pip_args=tuple(pip_args),

@@ -6,11 +6,14 @@ import logging
 import shlex
 import shutil
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from notebook_agent.environment.cache import CachedEnvironment, CacheLease, VenvCache, local_requirement
+from notebook_agent.environment.commands import mask_text
 from notebook_agent.environment.errors import EnvironmentSetupError
 from notebook_agent.environment.git import apply_diff, checkout
 from notebook_agent.environment.managers import PackageManager, PipManager
@@ -29,6 +32,10 @@ class BuildSettings:
     pip_args: tuple[str, ...] = ()  # e.g. ("--extra-index-url", URL) from agent.package_manager.extra_index_url
     git_user: str = ""
     git_pass: str = ""
+    # agent.venvs_cache: None turns the cache off (the default here; the worker sets the configured path).
+    venvs_cache_dir: Path | None = None
+    venvs_cache_max_entries: int = 10
+    venvs_cache_free_space_threshold_gb: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ class PreparedEnvironment:
     commit: str | None  # checked-out sha, None without repository
     frozen: list[str]  # pip freeze after install
     requirements: str  # the requirements text that was installed
+    # With the venv cache: the lease on the cached environment the venv is layered over. `close()` it when the
+    # task has ended (until then the entry is not evicted); None when the venv was built without the cache.
+    lease: CacheLease | None = None
 
 
 def prepare(
@@ -96,22 +106,73 @@ def prepare(
         cwd, entry_point = _write_literal(code_dir, entry_point, diff)
     entry_argv = _entry_argv(code_dir, cwd, entry_point, working_dir, has_source=bool(repository))
 
-    reporter.step("venv", 0.2)
     manager = _package_manager(settings, env, reporter)
-    python = manager.create_env(_fresh(work_dir / "venv"))
-    reporter.step("requirements", 0.4)
     requirements = _requirements(script, code_dir if repository else None)
-    manager.install(python, requirements, cwd=code_dir)
-    reporter.step("freeze", 0.9)
-    frozen = manager.freeze(python)
+    cached = _from_cache(manager, requirements, work_dir, code_dir, settings=settings, env=env, reporter=reporter)
+    if cached is not None:
+        python, frozen, lease = cached.python, cached.frozen, cached.lease
+    else:
+        lease = None
+        reporter.step("venv", 0.2)
+        python = manager.create_env(_fresh(work_dir / "venv"))
+        reporter.step("requirements", 0.4)
+        manager.install(python, requirements, cwd=code_dir)
+        reporter.step("freeze", 0.9)
+        frozen = manager.freeze(python)
     reporter.step("ready", 1.0)
     logger.info("environment ready in %s (commit %s, %d packages)", work_dir, commit, len(frozen))
-    return PreparedEnvironment(python, cwd, [str(python), "-u", *entry_argv], commit, frozen, requirements)
+    return PreparedEnvironment(python, cwd, [str(python), "-u", *entry_argv], commit, frozen, requirements, lease)
 
 
 def _package_manager(settings: BuildSettings, env: Mapping[str, str], reporter: BuildReporter) -> PackageManager:
     # The seam where uv, poetry and conda join (agent.package_manager.type); only pip exists so far.
     return PipManager(env, reporter, settings.python, settings.system_site_packages, settings.pip_args)
+
+
+def _from_cache(
+    manager: PackageManager,
+    requirements: str,
+    work_dir: Path,
+    code_dir: Path,
+    *,
+    settings: BuildSettings,
+    env: Mapping[str, str],
+    reporter: BuildReporter,
+) -> CachedEnvironment | None:
+    """`work_dir/venv` layered over the cached environment (built first on a miss); None when the cache is off,
+    the requirements can't be cached or the cache folder is unusable (the caller then builds the venv itself)."""
+    if settings.venvs_cache_dir is None:
+        return None
+    started = time.perf_counter()
+    local = local_requirement(requirements)
+    if local is not None:
+        reporter.log(f"not cached: requirements refer to local files ({mask_text(local)})")
+        return None
+    inputs = manager.cache_key_inputs()
+    if inputs is None:
+        reporter.log("not cached: this package manager's environments are not cached")
+        return None
+    cache = VenvCache(
+        settings.venvs_cache_dir,
+        max_entries=settings.venvs_cache_max_entries,
+        free_space_threshold_gb=settings.venvs_cache_free_space_threshold_gb,
+    )
+    try:
+        return cache.provide(
+            manager,
+            requirements,
+            _fresh(work_dir / "venv"),
+            inputs=inputs,
+            cwd=code_dir,
+            env=env,
+            reporter=reporter,
+            started=started,
+        )
+    except OSError as exc:
+        # A full disk or an unwritable cache folder must not fail the task: build its venv the usual way.
+        reporter.log(f"not cached: venv cache unusable ({exc}); building without it")
+        logger.warning("venv cache at %s unusable: %s", settings.venvs_cache_dir, exc)
+        return None
 
 
 def _fresh(path: Path) -> Path:

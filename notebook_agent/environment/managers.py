@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from notebook_agent.environment import venv
+from notebook_agent.environment.cache import interpreter_identity
 from notebook_agent.environment.reporter import BuildReporter
 
 
@@ -23,6 +24,11 @@ class PackageManager(Protocol):
         ...
 
     def freeze(self, python: Path) -> list[str]: ...
+
+    def cache_key_inputs(self) -> Mapping[str, Any] | None:
+        """Everything besides the requirements that decides what this manager builds (the venv cache key: the
+        manager, the interpreter's identity and platform, its options); None when its environments can't be cached."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -51,3 +57,12 @@ class PipManager:
 
     def freeze(self, python: Path) -> list[str]:
         return venv.freeze(python, env=self.env)
+
+    def cache_key_inputs(self) -> Mapping[str, Any]:
+        return {
+            "manager": "pip",
+            "python": interpreter_identity(self.python, self.env),
+            "system_site_packages": self.system_site_packages,
+            # The index options decide which builds of a requirement pip picks.
+            "pip_args": list(self.pip_args),
+        }

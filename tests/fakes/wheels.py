@@ -24,11 +24,15 @@ def build_wheel(
     version: str = "1.0",
     modules: dict[str, str] | None = None,
     requires: list[str] | None = None,
+    *,
+    entry_points: dict[str, dict[str, str]] | None = None,
 ) -> Path:
     """Write `{name}-{version}-py3-none-any.whl` into `dest_dir` and return its path.
 
     `modules` maps archive paths (`"mypkg/__init__.py"`, `"mymod.py"`) to their source; the default is one
     module named after the distribution that sets `VALUE = "<name> <version>"`. `requires` become Requires-Dist.
+    `entry_points` maps groups to `{name: "module:function"}`, e.g. `{"console_scripts": {"hi": "hi_mod:main"}}`
+    (pip writes a `bin/hi` script for each console script).
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{_escape(name)}-{version.replace('-', '_')}"
@@ -41,6 +45,12 @@ def build_wheel(
     files[f"{dist_info}/METADATA"] = ("\n".join(metadata) + "\n").encode()
     wheel_meta = "Wheel-Version: 1.0\nGenerator: tests.fakes.wheels\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     files[f"{dist_info}/WHEEL"] = wheel_meta.encode()
+    if entry_points:
+        sections = [
+            f"[{group}]\n" + "".join(f"{script} = {target}\n" for script, target in targets.items())
+            for group, targets in entry_points.items()
+        ]
+        files[f"{dist_info}/entry_points.txt"] = "\n".join(sections).encode()
     record = [f"{path},{_record_hash(data)},{len(data)}" for path, data in files.items()]
     record.append(f"{dist_info}/RECORD,,")
     files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()

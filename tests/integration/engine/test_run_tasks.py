@@ -207,3 +207,17 @@ def test_an_agent_error_fails_the_task_and_the_worker_goes_on(raw, run_worker, m
     assert task["status"] == "failed"
     assert task["status_reason"] == "agent error: OSError: cannot start the process"
     assert raw.ok("tasks.get_by_id", {"task": second})["task"]["status"] == "completed"
+
+
+def test_the_second_task_with_the_same_requirements_is_a_cache_hit(raw, run_worker):
+    queue = raw.default_queue()
+    source = "import demo_dep\nprint(demo_dep.VALUE)\n"
+    first = script_task(raw, "cold", source, queue, requirements={"pip": "demo-dep==1.0\n"})
+    second = script_task(raw, "warm", source, queue, requirements={"pip": "# same set\ndemo-dep == 1.0\n"})
+    with run_worker([]) as run:
+        run.wait()
+    for task_id in (first, second):
+        assert raw.ok("tasks.get_by_id", {"task": task_id})["task"]["status"] == "completed"
+        assert "demo-dep says 42" in task_log(raw, task_id)
+    assert any(line.startswith("cache miss") for line in task_log(raw, first))
+    assert any(line.startswith("cache hit") for line in task_log(raw, second))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 TRAIN = textwrap.dedent(
     """
     from clearml import Task
-    Task.add_requirements("demo-dep", "1.0")
+    # The repository's requirements.txt, instead of the SDK's import analysis (which may look packages up online).
+    Task.force_requirements_env_freeze(force=False, requirements_file="requirements.txt")
     task = Task.init(project_name="engine acceptance", task_name="from git", auto_connect_frameworks=False,
                      auto_resource_monitoring=False)
     task.execute_remotely(queue_name="default", exit_process=True)
@@ -42,7 +44,7 @@ class RecordingSession(Session):
 def test_sdk_git_task_with_diff_and_requirement(raw, run_worker, agent_config, client_env, tmp_path):
     origin = tmp_path / "origin.git"
     repo = tmp_path / "work"
-    make_git_repo(repo, {"train.py": TRAIN})
+    make_git_repo(repo, {"train.py": TRAIN, "requirements.txt": "demo-dep==1.0\n"})
     subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(origin)], check=True)
     subprocess.run(["git", "-C", str(repo), "remote", "add", "origin", origin.as_uri()], check=True)
     subprocess.run(["git", "-C", str(repo), "fetch", "-q", "origin"], check=True)
@@ -50,8 +52,19 @@ def test_sdk_git_task_with_diff_and_requirement(raw, run_worker, agent_config, c
     # The uncommitted change: only the diff can print this line.
     (repo / "train.py").write_text(TRAIN + 'print("a line only the uncommitted diff prints")\n')
 
+    # Repository detection in the main thread: the SDK's background detection forks git from a busy
+    # multi-threaded process and now and then hangs before exec (seen here with clearml 2.1.12).
+    sdk_conf = tmp_path / "sdk.conf"
+    sdk_conf.write_text(
+        Path(client_env["CLEARML_CONFIG_FILE"]).read_text() + "sdk { development { vcs_repo_detect_async: false } }\n"
+    )
     done = subprocess.run(
-        [sys.executable, "train.py"], cwd=repo, env=client_env, capture_output=True, text=True, timeout=120
+        [sys.executable, "train.py"],
+        cwd=repo,
+        env={**client_env, "CLEARML_CONFIG_FILE": str(sdk_conf)},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     (task,) = raw.ok("tasks.get_all", {"name": "^from git$"})["tasks"]

@@ -60,7 +60,7 @@ def test_file_values(tmp_path: Path) -> None:
     assert config.api.configured
     assert config.agent("worker_name") == "box"
     assert config.agent("venvs_cache.max_entries") == 3
-    assert config.agent("venvs_cache.path") == "~/.clearml/venvs-cache"  # untouched default beside it
+    assert config.agent("venvs_cache.path") == "~/.notebook_agent/venvs-cache"  # untouched default beside it
     assert config.agent("package_manager.type") == "uv"  # normalized
     assert config.agent("package_manager.system_site_packages") is False
 

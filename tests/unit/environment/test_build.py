@@ -64,6 +64,30 @@ def test_repository_task(
     assert fractions == sorted(fractions) and reporter.steps[-1] == ("ready", 1.0)
     assert any(line.startswith("$ git -c advice.detachedHead=false clone") for line in reporter.lines)
     assert any(line.startswith(f"$ {prepared.python} -m pip install") for line in reporter.lines)
+    assert BuildSettings().venvs_cache_dir is None and prepared.lease is None  # the cache is off unless set
+
+
+def test_repository_task_from_the_venv_cache(
+    repo: tuple[Path, str, str], tmp_path: Path, env: dict[str, str], offline_pip_args: tuple[str, ...]
+) -> None:
+    path, c1, diff = repo
+    script = {"repository": path.as_uri(), "version_num": c1, "entry_point": "train.py", "working_dir": "src"}
+    task = {"script": {**script, "diff": diff, "requirements": {"pip": "na-hello==1.0\n"}}}
+    settings = BuildSettings(pip_args=offline_pip_args, venvs_cache_dir=tmp_path / "cache")
+    built = prepare(task, tmp_path / "w1", settings=settings, env=env, reporter=ListReporter())
+    assert built.lease is not None
+    built.lease.close()
+
+    reporter = ListReporter()
+    work = tmp_path / "w2"
+    prepared = prepare(task, work, settings=settings, env=env, reporter=reporter)
+    assert prepared.lease is not None and prepared.lease.key == built.lease.key
+    assert [name for name, _ in reporter.steps] == ["clone", "diff", "cache", "ready"]
+    assert any(line.startswith(f"cache hit {built.lease.key[:12]}:") for line in reporter.lines)
+    assert prepared.python == work.resolve() / "venv" / "bin" / "python"
+    assert prepared.frozen == built.frozen and "na-hello==1.0" in prepared.frozen
+    assert run_task(prepared.argv, prepared.cwd, env) == f"diff says {GREETING}\n"
+    prepared.lease.close()
 
 
 def test_task_without_repository(tmp_path: Path, env: dict[str, str], offline_pip_args: tuple[str, ...]) -> None:
