@@ -19,11 +19,9 @@ costs a few hundred small file operations, not a copy of the environment.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import errno
 import fcntl
-import hashlib
 import io
 import json
 import logging
@@ -32,180 +30,47 @@ import re
 import secrets
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from notebook_agent.environment.commands import mask_text, run
-from notebook_agent.environment.errors import EnvironmentSetupError
-from notebook_agent.environment.reporter import BuildReporter, NullReporter
+from notebook_agent.environment.cache_key import (  # the cache's public face includes the key's helpers
+    CACHE_FORMAT,
+    cache_key,
+    interpreter_identity,
+    local_requirement,
+    normalize_requirements,
+)
+from notebook_agent.environment.commands import mask_text
+from notebook_agent.environment.reporter import BuildReporter
+from notebook_agent.environment.thin_venv import PTH_NAME, make_thin_venv, site_dirs
 
 if TYPE_CHECKING:
     from notebook_agent.environment.managers import PackageManager
 
 logger = logging.getLogger(__name__)
 
-# Bumped when the entry layout or the key's meaning changes, so old entries are never taken for new ones.
-CACHE_FORMAT = 1
-PTH_NAME = "_notebook_agent_venv_cache.pth"
+__all__ = [
+    "CACHE_FORMAT",
+    "PTH_NAME",
+    "CacheEntry",
+    "CacheLease",
+    "CachedEnvironment",
+    "VenvCache",
+    "cache_key",
+    "interpreter_identity",
+    "local_requirement",
+    "make_thin_venv",
+    "normalize_requirements",
+]
+
 _KEY = re.compile(r"^[0-9a-f]{32}$")
 _GIB = 1024**3
 # A `.tmp-*` folder without its `.building` lock file is the moment between a build's end and its rename, or an
 # agent that died before it took the lock; only the latter gets this old.
 _ORPHAN_AGE_S = 24 * 3600
-# Linux runs `#!` lines up to this length; longer ones (or ones with spaces) go through /bin/sh, as pip's own do.
-_SHEBANG_MAX = 127
-_SCRIPT_MAX_BYTES = 1 << 20
-_HEAD_BYTES = 8192  # enough for a `#!` or exec line naming any path
-_SH_EXEC = b"'''exec'"
-# Folders of a thin venv outside bin/ and site-packages made real down to this depth (share/jupyter/kernels).
-_MIRROR_DEPTH = 3
-_MIRROR_BUDGET = 256  # items a thin venv may create that way outside bin/
-
-_COMMENT = re.compile(r"(^|\s+)#.*$")
-# A requirement's name (and extras) when followed by a specifier, a marker, a URL (`@`) or nothing.
-_NAME = re.compile(r"^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(\[[^\]]*\])?\s*(?=$|[<>=!~;@(,\s])")
-_AROUND_PUNCT = re.compile(r" ?([<>=!~,;()\[\]@\"'&|]) ?")
-_FILE_OPTIONS = {"-r", "--requirement", "-c", "--constraint", "-e", "--editable"}
-_LOCATION_OPTIONS = {"-f", "--find-links", "-i", "--index-url", "--extra-index-url"}
-_ARCHIVES = (".whl", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
-
-
-# --- the key -------------------------------------------------------------------------------------------------
-
-
-def normalize_requirements(text: str) -> list[str]:
-    """Requirements text as the key sees it: no comments, blank lines or stray whitespace; names lowercased
-    (PEP 503); option lines (`-r`, `--extra-index-url`, ...) first in their order, then the requirements sorted."""
-    options: list[str] = []
-    requirements: list[str] = []
-    for line in _logical_lines(text):
-        if line.startswith("-"):
-            options.append(" ".join(line.split()))
-        else:
-            requirements.append(_normalize_requirement(line))
-    return options + sorted(requirements)
-
-
-def cache_key(inputs: Mapping[str, Any], requirements: str) -> str:
-    """The entry name for `requirements` built with `inputs` (package manager, interpreter identity, platform,
-    system-site-packages, pip arguments): 32 hex digits of a sha256."""
-    payload = {"format": CACHE_FORMAT, "inputs": inputs, "requirements": normalize_requirements(requirements)}
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
-
-
-def local_requirement(text: str) -> str | None:
-    """The first line that makes `text` depend on files outside it (`-e .`, `./pkg`, `file:`, a wheel path,
-    `-r`/`-c` of another file, `--find-links ./dir`), else None. Such requirements are not cached: what they install
-    changes with the checked-out code. Editable installs are among them (they point at a path inside the venv)."""
-    for line in _logical_lines(text):
-        if line.startswith("-"):
-            option, value = _split_option(line)
-            if option in _FILE_OPTIONS or (option in _LOCATION_OPTIONS and _is_local_location(value)):
-                return line
-        elif _is_local_spec(line.split(";", 1)[0].strip()):
-            return line
-    return None
-
-
-def _logical_lines(text: str) -> list[str]:
-    # As pip reads a requirements file: `\` continues a line, `#` at the start or after whitespace starts a comment.
-    lines: list[str] = []
-    pending = ""
-    for raw in [*text.splitlines(), ""]:
-        stripped = raw.rstrip()
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        line = _COMMENT.sub("", pending + stripped).strip()
-        pending = ""
-        if line:
-            lines.append(line)
-    return lines
-
-
-def _normalize_requirement(line: str) -> str:
-    match = _NAME.match(line)
-    head, rest = "", line
-    if match:
-        head = re.sub(r"[-_.]+", "-", match.group(1)).lower()
-        if match.group(2):
-            extras = sorted(re.sub(r"[-_.]+", "-", e.strip()).lower() for e in match.group(2)[1:-1].split(","))
-            head += "[" + ",".join(e for e in extras if e) + "]"
-        rest = line[match.end() :]
-    return head + _AROUND_PUNCT.sub(r"\1", " ".join(rest.split()))
-
-
-def _split_option(line: str) -> tuple[str, str]:
-    head, _, tail = " ".join(line.split()).partition(" ")
-    if head.startswith("--"):
-        option, eq, value = head.partition("=")
-        return option, (value if eq else tail).strip()
-    return head[:2], (head[2:] or tail).strip()
-
-
-def _is_local_location(value: str) -> bool:
-    lowered = value.lower()
-    return bool(value) and (lowered.startswith("file:") or "://" not in value)
-
-
-def _is_local_spec(spec: str) -> bool:
-    lowered = spec.lower()
-    if lowered.startswith((".", "/", "~")) or "file:" in lowered:
-        return True
-    if "://" in spec:
-        return False  # a URL or VCS requirement: the same for every checkout
-    return "/" in spec or "\\" in spec or lowered.endswith(_ARCHIVES)
-
-
-# --- the interpreter ------------------------------------------------------------------------------------------
-
-_PROBE = (
-    "import json, os, sys, sysconfig; print(json.dumps({'executable': os.path.realpath(sys.executable), "
-    "'version': sys.version, 'implementation': sys.implementation.name, 'platform': sysconfig.get_platform()}))"
-)
-_identities: dict[tuple[str, str, int, int], dict[str, str]] = {}
-_identities_lock = threading.Lock()
-
-
-def interpreter_identity(python: str, env: Mapping[str, str]) -> dict[str, str]:
-    """What the key needs to know of interpreter `python` (a path or a name on env's PATH): its resolved path,
-    full version (`sys.version`), implementation and `sysconfig.get_platform()`. Remembered per binary, except for
-    wrapper scripts (pyenv shims) whose target can change under the same file."""
-    found = shutil.which(python, path=env.get("PATH"))
-    if found is None:
-        raise EnvironmentSetupError(f"python not found: {python}")
-    real = os.path.realpath(found)
-    stat = os.stat(real)
-    memo = (found, real, stat.st_mtime_ns, stat.st_size)
-    cacheable = not _is_script(real)
-    if cacheable:
-        with _identities_lock:
-            if memo in _identities:
-                return dict(_identities[memo])
-    result = run(
-        [found, "-I", "-S", "-c", _PROBE], cwd=None, env=env, reporter=NullReporter(), capture=True, quiet=True
-    )
-    try:
-        identity = {str(k): str(v) for k, v in json.loads(result.stdout.strip().splitlines()[-1]).items()}
-    except (ValueError, IndexError, AttributeError):
-        raise EnvironmentSetupError(f"cannot run python {python}: {result.stderr.strip() or 'no output'}") from None
-    if cacheable:
-        with _identities_lock:
-            _identities[memo] = dict(identity)
-    return identity
-
-
-def _is_script(path: str) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(2) == b"#!"
-    except OSError:
-        return False
 
 
 # --- entries, leases and locks -------------------------------------------------------------------------------
@@ -407,7 +272,7 @@ class VenvCache:
                 "frozen": frozen,
                 "python": python.relative_to(venv_dir).as_posix(),
                 "built_prefix": str(venv_dir),
-                **_site_dirs(python, venv_dir, env),
+                **site_dirs(python, venv_dir, env),
             }
             meta["size"] = _tree_size(tmp)
             _write_json(tmp / "meta.json", meta)
@@ -571,183 +436,3 @@ class VenvCache:
             except BlockingIOError:
                 return False  # its builder is alive
             return True
-
-
-def _site_dirs(python: Path, venv_dir: Path, env: Mapping[str, str]) -> dict[str, str]:
-    """purelib and platlib of the venv, relative to it (as the entry's own interpreter reports them)."""
-    code = (
-        "import json, sys, sysconfig; p = sysconfig.get_paths(); "
-        "print(json.dumps({'prefix': sys.prefix, 'purelib': p['purelib'], 'platlib': p['platlib']}))"
-    )
-    result = run(
-        [str(python), "-I", "-c", code], cwd=venv_dir, env=env, reporter=NullReporter(), capture=True, quiet=True
-    )
-    try:
-        paths = json.loads(result.stdout.strip().splitlines()[-1])
-        prefix = Path(paths["prefix"])
-        return {name: Path(paths[name]).relative_to(prefix).as_posix() for name in ("purelib", "platlib")}
-    except (ValueError, IndexError, KeyError, TypeError):
-        raise EnvironmentSetupError(
-            f"cannot read the new venv's layout: {result.stderr.strip() or 'no output'}"
-        ) from None
-
-
-# --- the thin venv -------------------------------------------------------------------------------------------
-
-
-def make_thin_venv(entry: CacheEntry, dest: Path) -> Path:
-    """Create a task's own venv at `dest` (which must not exist) layered over `entry`; return its python.
-
-    Mirrors the entry's layout: pyvenv.cfg (without virtualenv's `command` line), the interpreter symlinks, data
-    dirs (share/, include/, ...) as shallow real folders over symlinks (see `_mirror`), an empty site-packages
-    holding a `.pth` that adds the entry's site-packages, and the entry's scripts rewritten to run with this venv's
-    python (other bin/ files are symlinked).
-    """
-    src = entry.venv
-    dest = dest.absolute()
-    dest.mkdir(parents=True)
-    meta = entry.meta
-    site_dirs = {str(meta["purelib"]), str(meta["platlib"])}
-    bin_name = Path(str(meta["python"])).parts[0]
-    # Paths inside the entry as written at build time (the temp folder) and where it is now.
-    old_prefixes = [p for p in dict.fromkeys([str(meta["built_prefix"]), str(src)]) if p]
-    mapping = _PathMap(old_prefixes, str(src), str(dest))
-    others: list[tuple[os.DirEntry[str], Path, str]] = []
-    for child in os.scandir(src):
-        target = dest / child.name
-        if child.name == "pyvenv.cfg" and child.is_file(follow_symlinks=False):
-            lines = Path(child.path).read_text(encoding="utf-8").splitlines()
-            kept = [line for line in lines if line.split("=", 1)[0].strip() != "command"]
-            target.write_text("\n".join(kept) + "\n", encoding="utf-8")
-        elif child.name == bin_name and child.is_dir(follow_symlinks=False):
-            _thin_bin(Path(child.path), target, mapping)
-        else:
-            others.append((child, target, child.name))
-    _mirror(others, site_dirs, mapping)
-    pth_lines: list[str] = []
-    seen: set[str] = set()
-    for rel in (str(meta["purelib"]), str(meta["platlib"])):
-        real = os.path.realpath(src / rel)
-        if real not in seen:
-            seen.add(real)
-            pth_lines.append(f"import site; site.addsitedir({str(src / rel)!r})")
-    purelib = dest / str(meta["purelib"])
-    purelib.mkdir(parents=True, exist_ok=True)
-    (purelib / PTH_NAME).write_text("\n".join(pth_lines) + "\n", encoding="utf-8")
-    return dest / str(meta["python"])
-
-
-@dataclass(frozen=True)
-class _PathMap:
-    old: list[str]  # the entry's prefix as baked into its files
-    entry: str  # the entry's venv now
-    thin: str  # the thin venv
-
-    def link_target(self, target: str) -> str:
-        # A symlink into the entry itself must keep pointing into the entry (where it is now).
-        for old in self.old:
-            if target == old or target.startswith(old + os.sep):
-                return self.entry + target[len(old) :]
-        return target
-
-
-def _mirror(todo: list[tuple[os.DirEntry[str], Path, str]], site_dirs: set[str], mapping: _PathMap) -> None:
-    """Recreate the entry's (src, dest, path relative to the venv) items in the thin venv, breadth first.
-
-    Folders down to _MIRROR_DEPTH become real folders (so what the task installs there, a new jupyter kernel or man
-    page, stays in its venv) while _MIRROR_BUDGET lasts; files, links and the folders past that are symlinks into
-    the entry, so a hit costs a bounded number of inodes however many data files the entry has. The folders on the
-    way to site-packages are always real; site-packages itself is created empty.
-    """
-    queue = collections.deque(todo)
-    budget = _MIRROR_BUDGET
-    while queue:
-        src, dest, rel = queue.popleft()
-        if src.is_symlink():
-            os.symlink(mapping.link_target(os.readlink(src.path)), dest)
-        elif not src.is_dir(follow_symlinks=False):
-            os.symlink(src.path, dest)
-        elif rel in site_dirs:
-            dest.mkdir()
-        else:
-            on_site_path = any(site.startswith(rel + "/") for site in site_dirs)
-            children = list(os.scandir(src.path)) if on_site_path or rel.count("/") < _MIRROR_DEPTH else None
-            if children is not None and (on_site_path or len(children) <= budget):
-                dest.mkdir()
-                budget -= len(children)
-                queue.extend((child, dest / child.name, f"{rel}/{child.name}") for child in children)
-            else:
-                os.symlink(src.path, dest)
-
-
-def _thin_bin(src: Path, dest: Path, mapping: _PathMap) -> None:
-    dest.mkdir()
-    thin_bin = os.path.join(mapping.thin, src.name)
-    for child in os.scandir(src):
-        target = dest / child.name
-        if child.is_symlink():
-            os.symlink(mapping.link_target(os.readlink(child.path)), target)
-            continue
-        if child.is_dir(follow_symlinks=False):
-            _mirror([(child, target, child.name)], set(), mapping)
-            continue
-        rewritten = _rewrite(Path(child.path), child.name, mapping, thin_bin)
-        if rewritten is None:
-            os.symlink(child.path, target)  # a binary or a data file: the entry's copy serves
-            continue
-        target.write_bytes(rewritten)
-        os.chmod(target, child.stat(follow_symlinks=False).st_mode & 0o7777)
-
-
-def _rewrite(path: Path, name: str, mapping: _PathMap, thin_bin: str) -> bytes | None:
-    """The file's contents for the thin venv, or None when it does not name the entry's own bin/ in its head."""
-    activate = name.startswith("activate")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(_HEAD_BYTES)
-            if not (activate or _names_entry_bin(head, mapping, path.parent.name)):
-                return None
-            if os.fstat(fh.fileno()).st_size > _SCRIPT_MAX_BYTES:
-                return None
-            data = head + fh.read()
-    except OSError:
-        return None
-    if activate:
-        # Activation scripts name the venv as VIRTUAL_ENV: make them name the thin venv.
-        for old in mapping.old:
-            data = data.replace(old.encode(), mapping.thin.encode())
-        return data
-    lines = data.split(b"\n", 2)
-    first = lines[0][2:].strip()
-    new_bin = thin_bin.encode() + b"/"
-    for old in mapping.old:
-        old_bin = os.path.join(old, path.parent.name).encode() + b"/"
-        if first.startswith(old_bin):
-            # `#!<entry>/bin/python [args]`: the thin venv's interpreter of the same name.
-            executable, _, args = first.partition(b" ")
-            return _shebang(new_bin + executable[len(old_bin) :], args.strip()) + b"\n" + b"\n".join(lines[1:])
-        exec_line = lines[1] if first == b"/bin/sh" and len(lines) > 2 else b""
-        if exec_line.startswith(_SH_EXEC):
-            # pip's form for long paths: #!/bin/sh, then '''exec' <entry>/bin/python "$0" "$@" (maybe quoted)
-            rest = exec_line[len(_SH_EXEC) :].strip()
-            executable = rest[1 : rest.find(b'"', 1)] if rest.startswith(b'"') else rest.split(b" ", 1)[0]
-            if executable.startswith(old_bin):
-                new = new_bin + executable[len(old_bin) :]
-                return b"\n".join([lines[0], _SH_EXEC + b' "' + new + b'" "$0" "$@"', lines[2]])
-    return None
-
-
-def _names_entry_bin(head: bytes, mapping: _PathMap, bin_name: str) -> bool:
-    if not head.startswith(b"#!"):
-        return False
-    start = b"\n".join(head.split(b"\n", 2)[:2])
-    return any(os.path.join(old, bin_name).encode() + b"/" in start for old in mapping.old)
-
-
-def _shebang(executable: bytes, args: bytes = b"") -> bytes:
-    line = b"#!" + executable + (b" " + args if args else b"")
-    if len(line) <= _SHEBANG_MAX and b" " not in executable:
-        return line
-    # As pip writes it: sh re-executes the file with the interpreter; Python reads the lines as a string.
-    extra = args + b" " if args else b""
-    return b"#!/bin/sh\n" + _SH_EXEC + b' "' + executable + b'" ' + extra + b'"$0" "$@"\n' + b"' '''"

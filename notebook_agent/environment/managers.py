@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from notebook_agent.environment import venv
-from notebook_agent.environment.cache import interpreter_identity
+from notebook_agent.environment.cache_key import interpreter_identity
 from notebook_agent.environment.reporter import BuildReporter
 
 
