@@ -66,6 +66,7 @@ def build_settings(config: Config) -> BuildSettings:
         # In Colab a task reuses the preinstalled torch & co. instead of downloading gigabytes again.
         system_site_packages=bool(config.agent("package_manager.system_site_packages", False)) or running_in_colab(),
         pip_args=tuple(pip_args),
+        uv_replace_pip=bool(config.agent("package_manager.uv_replace_pip", True)),
         git_user=str(config.agent("git_user", "") or ""),
         git_pass=str(config.agent("git_pass", "") or ""),
     )

@@ -32,6 +32,7 @@ class BuildSettings:
     pip_args: tuple[str, ...] = ()  # e.g. ("--extra-index-url", URL) from agent.package_manager.extra_index_url
     git_user: str = ""
     git_pass: str = ""
+    uv_replace_pip: bool = True  # agent.package_manager.uv_replace_pip: pip mode installs with uv pip
     # agent.venvs_cache: None turns the cache off (the default here; the worker sets the configured path).
     venvs_cache_dir: Path | None = None
     venvs_cache_max_entries: int = 10
@@ -126,7 +127,9 @@ def prepare(
 
 def _package_manager(settings: BuildSettings, env: Mapping[str, str], reporter: BuildReporter) -> PackageManager:
     # The seam where uv, poetry and conda join (agent.package_manager.type); only pip exists so far.
-    return PipManager(env, reporter, settings.python, settings.system_site_packages, settings.pip_args)
+    # uv resolves without looking at system site packages, so with them on it would download what is there.
+    use_uv = settings.uv_replace_pip and not settings.system_site_packages
+    return PipManager(env, reporter, settings.python, settings.system_site_packages, settings.pip_args, use_uv)
 
 
 def _from_cache(

@@ -1,4 +1,5 @@
-"""The seam between a build and its package manager; pip now, uv/poetry/conda slot in beside it later."""
+"""The seam between a build and its package manager: pip mode (installing with uv pip or pip) now; uv sync,
+poetry and conda slot in beside it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any, Protocol
 
 from notebook_agent.environment import venv
 from notebook_agent.environment.cache_key import interpreter_identity
+from notebook_agent.environment.errors import EnvironmentSetupError
 from notebook_agent.environment.reporter import BuildReporter
+from notebook_agent.environment.uv import uv_binary, uv_freeze, uv_install_command
 
 
 class PackageManager(Protocol):
@@ -40,6 +43,8 @@ class PipManager:
     python: str
     system_site_packages: bool = False
     pip_args: tuple[str, ...] = field(default=())
+    # uv pip instead of pip (agent.package_manager.uv_replace_pip); pip stays the fallback.
+    use_uv: bool = False
 
     def create_env(self, path: Path) -> Path:
         return venv.create_venv(
@@ -51,16 +56,43 @@ class PipManager:
         )
 
     def install(self, python: Path, requirements: str, *, cwd: Path) -> None:
+        uv = uv_binary() if self.use_uv else None
+        if uv and requirements.strip():
+            self.reporter.log("installing requirements with uv pip")
+            try:
+                venv.install_requirements(
+                    python,
+                    requirements,
+                    env=self.env,
+                    reporter=self.reporter,
+                    pip_args=self.pip_args,
+                    cwd=cwd,
+                    installer=uv_install_command(uv, python, self.env),
+                    label="uv pip install",
+                )
+                return
+            except EnvironmentSetupError as err:
+                self.reporter.log(f"uv pip install failed ({err.reason}); installing with pip instead")
+        elif requirements.strip():
+            why = (
+                "uv_replace_pip is off or uv is missing"
+                if not self.system_site_packages
+                else ("system site packages are on, and only pip counts them as installed")
+            )
+            self.reporter.log(f"installing requirements with pip ({why})")
         venv.install_requirements(
             python, requirements, env=self.env, reporter=self.reporter, pip_args=self.pip_args, cwd=cwd
         )
 
     def freeze(self, python: Path) -> list[str]:
-        return venv.freeze(python, env=self.env)
+        uv = uv_binary() if self.use_uv else None
+        frozen = uv_freeze(uv, python, self.env) if uv else None
+        return frozen if frozen is not None else venv.freeze(python, env=self.env)
 
     def cache_key_inputs(self) -> Mapping[str, Any]:
         return {
             "manager": "pip",
+            "installer": "uv" if self.use_uv else "pip",
             "python": interpreter_identity(self.python, self.env),
             "system_site_packages": self.system_site_packages,
             # The index options decide which builds of a requirement pip picks.

@@ -188,7 +188,9 @@ def _rewrite(path: Path, name: str, mapping: _PathMap, thin_bin: str) -> bytes |
         if exec_line.startswith(_SH_EXEC):
             # pip's form for long paths: #!/bin/sh, then '''exec' <entry>/bin/python "$0" "$@" (maybe quoted)
             rest = exec_line[len(_SH_EXEC) :].strip()
-            executable = rest[1 : rest.find(b'"', 1)] if rest.startswith(b'"') else rest.split(b" ", 1)[0]
+            # pip double-quotes the path, uv single-quotes it
+            quote = rest[:1] if rest[:1] in (b'"', b"'") else b""
+            executable = rest[1 : rest.find(quote, 1)] if quote else rest.split(b" ", 1)[0]
             if executable.startswith(old_bin):
                 new = new_bin + executable[len(old_bin) :]
                 return b"\n".join([lines[0], _SH_EXEC + b' "' + new + b'" "$0" "$@"', lines[2]])

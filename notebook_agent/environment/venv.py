@@ -57,8 +57,12 @@ def install_requirements(
     reporter: BuildReporter,
     pip_args: Sequence[str] = (),
     cwd: Path | None = None,
+    installer: Sequence[str] | None = None,
+    label: str = "pip install",
 ) -> None:
     """pip-install `requirements` (requirements.txt text, passed to pip unchanged) into the venv.
+
+    `installer` replaces `python -m pip install ...` with another pip-compatible command (uv pip install).
 
     With `cwd` (the repository root) the text is written there for the install, so `-r other.txt`, `-e .` and
     `./pkg` resolve as they would for a requirements.txt in that folder; the file is removed afterwards.
@@ -72,12 +76,13 @@ def install_requirements(
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(requirements if requirements.endswith("\n") else requirements + "\n")
-            argv = [str(venv_python), "-m", "pip", "install", *_PIP_FLAGS, "--progress-bar", "off", "-r", name]
-            result = run([*argv, *pip_args], cwd=folder, env=_pip_env(env), reporter=reporter)
+            pip = [str(venv_python), "-m", "pip", "install", *_PIP_FLAGS, "--progress-bar", "off"]
+            argv = [*(installer or pip), "-r", name, *pip_args]
+            result = run(argv, cwd=folder, env=_pip_env(env), reporter=reporter)
         finally:
             Path(name).unlink(missing_ok=True)
     if result.returncode != 0:
-        raise EnvironmentSetupError(f"pip install failed: {_telling(result.stdout)}", result.stdout)
+        raise EnvironmentSetupError(f"{label} failed: {_telling(result.stdout)}", result.stdout)
 
 
 def freeze(venv_python: Path, *, env: Mapping[str, str]) -> list[str]:
@@ -108,6 +113,7 @@ def _telling(output: str) -> str:
     """The line that says why: pip's last `ERROR:` line without the prefix, else the last line."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     for line in reversed(lines):
-        if line.startswith("ERROR: "):
-            return line[len("ERROR: ") :]
+        for prefix in ("ERROR: ", "error: "):  # pip's, uv's
+            if line.startswith(prefix):
+                return line[len(prefix) :]
     return lines[-1] if lines else "no output"

@@ -63,7 +63,8 @@ def test_repository_task(
     fractions = [fraction for _, fraction in reporter.steps]
     assert fractions == sorted(fractions) and reporter.steps[-1] == ("ready", 1.0)
     assert any(line.startswith("$ git -c advice.detachedHead=false clone") for line in reporter.lines)
-    assert any(line.startswith(f"$ {prepared.python} -m pip install") for line in reporter.lines)
+    assert "installing requirements with uv pip" in reporter.lines  # uv replaces pip by default
+    assert any(" pip install --python " in line and line.startswith("$ ") for line in reporter.lines)
     assert BuildSettings().venvs_cache_dir is None and prepared.lease is None  # the cache is off unless set
 
 
@@ -173,3 +174,37 @@ def test_literal_module_without_repository(tmp_path: Path) -> None:
     assert (tmp_path / "pkg" / "main.py").read_text() == "print('m')\n"
     cwd, entry = _write_literal(tmp_path, "sub/run.py", "print('s')\n")
     assert (cwd, entry) == ((tmp_path / "sub").resolve(), "run.py")
+
+
+@pytest.mark.parametrize(
+    ("settings", "why"),
+    [
+        ({"uv_replace_pip": False}, "uv_replace_pip is off"),
+        ({"system_site_packages": True}, "system site packages are on"),
+    ],
+)
+def test_pip_installs_when_uv_must_not(
+    tmp_path: Path, env: dict[str, str], offline_pip_args: tuple[str, ...], settings: dict, why: str
+) -> None:
+    task = {"script": {"entry_point": "job.py", "diff": "import na_hello\n", "requirements": {"pip": "na-hello\n"}}}
+    reporter = ListReporter()
+    prepared = prepare(
+        task, tmp_path, settings=BuildSettings(pip_args=offline_pip_args, **settings), env=env, reporter=reporter
+    )
+    said = [line for line in reporter.lines if line.startswith("installing requirements with pip")]
+    assert said and why in said[0]
+    assert any(line.startswith(f"$ {prepared.python} -m pip install") for line in reporter.lines)
+    assert any(line.startswith("na-hello==") for line in prepared.frozen)
+
+
+def test_a_failing_uv_install_falls_back_to_pip_and_the_reason_names_the_requirement(
+    tmp_path: Path, env: dict[str, str], offline_pip_args: tuple[str, ...]
+) -> None:
+    task = {"script": {"entry_point": "job.py", "diff": "x = 1\n", "requirements": {"pip": "no-such-thing==3.1\n"}}}
+    reporter = ListReporter()
+    with pytest.raises(EnvironmentSetupError) as info:
+        prepare(task, tmp_path, settings=BuildSettings(pip_args=offline_pip_args), env=env, reporter=reporter)
+    fallback = [line for line in reporter.lines if line.startswith("uv pip install failed")]
+    assert fallback and "installing with pip instead" in fallback[0]
+    assert info.value.reason.startswith("pip install failed:")
+    assert "no-such-thing" in info.value.reason
