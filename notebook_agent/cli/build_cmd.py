@@ -30,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build a task's environment without running it (like clearml-agent build)")
     p.add_argument("--id", required=True, dest="task_id", help="the task whose environment to build")
     p.add_argument("--target", type=Path, default=None, help="folder for the code and the venv (default: a temp dir)")
+    p.add_argument("--python-version", default="", help="build with pythonX.Y instead of the task's script.binary")
     p.set_defaults(func=run)
 
 
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         target = (args.target or Path(tempfile.mkdtemp(prefix="notebook-agent-build-"))).resolve()
         try:
             # A standalone environment: one served from the cache would break once its entry is evicted.
-            settings = dataclasses.replace(build_settings(config), venvs_cache_dir=None)
+            requested = f"python{args.python_version}" if args.python_version else ""
+            settings = dataclasses.replace(build_settings(config), venvs_cache_dir=None, requested_python=requested)
             prepared = prepare(task, target, settings=settings, env=dict(os.environ), reporter=_PrintReporter())
         except EnvironmentSetupError as err:
             print(f"notebook-agent build: {err.reason}", file=sys.stderr)

@@ -67,6 +67,7 @@ def build_settings(config: Config) -> BuildSettings:
         system_site_packages=bool(config.agent("package_manager.system_site_packages", False)) or running_in_colab(),
         pip_args=tuple(pip_args),
         uv_replace_pip=bool(config.agent("package_manager.uv_replace_pip", True)),
+        ignore_requested_python_version=bool(config.agent("ignore_requested_python_version", False)),
         git_user=str(config.agent("git_user", "") or ""),
         git_pass=str(config.agent("git_pass", "") or ""),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shlex
 import shutil
@@ -16,6 +17,7 @@ from notebook_agent.environment.cache import CachedEnvironment, CacheLease, Venv
 from notebook_agent.environment.commands import mask_text
 from notebook_agent.environment.errors import EnvironmentSetupError
 from notebook_agent.environment.git import apply_diff, checkout
+from notebook_agent.environment.interpreter import choose_python
 from notebook_agent.environment.managers import PackageManager, PipManager
 from notebook_agent.environment.reporter import BuildReporter
 from notebook_agent.environment.script import inside, is_literal_script, write_script
@@ -33,6 +35,9 @@ class BuildSettings:
     git_user: str = ""
     git_pass: str = ""
     uv_replace_pip: bool = True  # agent.package_manager.uv_replace_pip: pip mode installs with uv pip
+    # agent.ignore_requested_python_version: a missing `script.binary` Python falls back to `python` (else fails)
+    ignore_requested_python_version: bool = False
+    requested_python: str = ""  # overrides script.binary (`notebook-agent build --python-version`)
     # agent.venvs_cache: None turns the cache off (the default here; the worker sets the configured path).
     venvs_cache_dir: Path | None = None
     venvs_cache_max_entries: int = 10
@@ -73,6 +78,11 @@ def prepare(
     working_dir = str(script.get("working_dir") or ".").strip() or "."
     if not entry_point:
         raise EnvironmentSetupError("entry point not set: the task has no script.entry_point")
+    binary = settings.requested_python or str(script.get("binary") or "")
+    python = choose_python(
+        binary, settings.python, ignore_requested=settings.ignore_requested_python_version, env=env, reporter=reporter
+    )
+    settings = dataclasses.replace(settings, python=python)
     # Absolute, so argv and cwd hold wherever the task is started from; resolved, so path checks compare alike.
     work_dir = work_dir.resolve()
     code_dir = _fresh(work_dir / "code")
