@@ -118,7 +118,8 @@ def prepare(
     entry_argv = _entry_argv(code_dir, cwd, entry_point, working_dir, has_source=bool(repository))
 
     manager = _package_manager(settings, env, reporter)
-    requirements = _requirements(script, code_dir if repository else None)
+    entry_dir = (cwd / entry_point.split()[0]).parent if not entry_point.startswith("-m ") else cwd
+    requirements = _requirements(script, code_dir if repository else None, entry_dir)
     cached = _from_cache(manager, requirements, work_dir, code_dir, settings=settings, env=env, reporter=reporter)
     if cached is not None:
         python, frozen, lease = cached.python, cached.frozen, cached.lease
@@ -240,14 +241,37 @@ def _split(text: str) -> list[str]:
         return [text.strip()]
 
 
-def _requirements(script: Mapping[str, Any], repo_root: Path | None) -> str:
-    """The task's `requirements.pip` (text, or the list of lines the agent stores), else the repo's
-    requirements.txt, else nothing."""
+def _requirements(script: Mapping[str, Any], repo_root: Path | None, entry_dir: Path | None = None) -> str:
+    """The task's `requirements.pip` (text, or the list of lines the agent stores), else every requirements.txt
+    from the repository root down to the entry point's folder (clearml-agent's order), else nothing."""
     pip = (script.get("requirements") or {}).get("pip")
     if isinstance(pip, (list, tuple)):
         pip = "\n".join(str(line) for line in pip)
     if isinstance(pip, str) and pip.strip():
         return pip
-    if repo_root is not None and (repo_root / "requirements.txt").is_file():
-        return (repo_root / "requirements.txt").read_text(encoding="utf-8")
-    return ""
+    if repo_root is None:
+        return ""
+    parts = []
+    for folder in _folders_down_to(repo_root, entry_dir or repo_root):
+        found = folder / "requirements.txt"
+        if found.is_file():
+            text = found.read_text(encoding="utf-8")
+            # Inline when self-contained (so the venv cache can key on it); by reference when it names other
+            # files, so pip resolves them next to it.
+            if local_requirement(text) is None:
+                parts.append(text if text.endswith("\n") else text + "\n")
+            else:
+                parts.append(f"-r {found.relative_to(repo_root)}\n")
+    return "".join(parts)
+
+
+def _folders_down_to(root: Path, leaf: Path) -> list[Path]:
+    """root, then each folder on the way to `leaf` (only `root` when `leaf` is not inside it)."""
+    try:
+        relative = leaf.resolve().relative_to(root.resolve())
+    except ValueError:
+        return [root]
+    folders = [root]
+    for part in relative.parts:
+        folders.append(folders[-1] / part)
+    return folders

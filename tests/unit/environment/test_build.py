@@ -208,3 +208,15 @@ def test_a_failing_uv_install_falls_back_to_pip_and_the_reason_names_the_require
     assert fallback and "installing with pip instead" in fallback[0]
     assert info.value.reason.startswith("pip install failed:")
     assert "no-such-thing" in info.value.reason
+
+
+def test_repository_requirements_from_the_root_down_to_the_entry_point(tmp_path: Path) -> None:
+    (tmp_path / "src" / "models").mkdir(parents=True)
+    (tmp_path / "requirements.txt").write_text("root-dep\n")
+    (tmp_path / "src" / "requirements.txt").write_text("src-dep")
+    (tmp_path / "src" / "models" / "requirements.txt").write_text("-r ../../extra.txt\n")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "requirements.txt").write_text("not-on-the-way\n")
+    text = _requirements({}, tmp_path, tmp_path / "src" / "models")
+    assert text == "root-dep\nsrc-dep\n-r src/models/requirements.txt\n"
+    assert _requirements({}, tmp_path, tmp_path / "elsewhere-outside" / ".." / "..") == "root-dep\n"
