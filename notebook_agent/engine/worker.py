@@ -70,6 +70,7 @@ def build_settings(config: Config) -> BuildSettings:
         ignore_requested_python_version=bool(config.agent("ignore_requested_python_version", False)),
         git_user=str(config.agent("git_user", "") or ""),
         git_pass=str(config.agent("git_pass", "") or ""),
+        git_host=str(config.agent("git_host", "") or ""),
     )
 
 

@@ -34,6 +34,7 @@ class BuildSettings:
     pip_args: tuple[str, ...] = ()  # e.g. ("--extra-index-url", URL) from agent.package_manager.extra_index_url
     git_user: str = ""
     git_pass: str = ""
+    git_host: str = ""  # agent.git_host: send the credentials to this host only
     uv_replace_pip: bool = True  # agent.package_manager.uv_replace_pip: pip mode installs with uv pip
     # agent.ignore_requested_python_version: a missing `script.binary` Python falls back to `python` (else fails)
     ignore_requested_python_version: bool = False
@@ -99,6 +100,7 @@ def prepare(
             reporter=reporter,
             git_user=settings.git_user,
             git_pass=settings.git_pass,
+            git_host=settings.git_host,
         )
         reporter.step("diff", 0.15)
         cwd = _working_dir(code_dir, working_dir)

@@ -42,6 +42,7 @@ def checkout(
     reporter: BuildReporter,
     git_user: str = "",
     git_pass: str = "",
+    git_host: str = "",
 ) -> str:
     """Clone `repository` into `dest` (which must not exist or be empty) and check out `commit`, else `tag`,
     else `branch`, else the default branch. Returns the checked-out commit sha."""
@@ -53,7 +54,7 @@ def checkout(
             # Refuse anything git could read as an option.
             raise EnvironmentSetupError(f"invalid {name} {value!r} for {shown}")
     clone_url = repository
-    askpass = _askpass(repository, git_user, git_pass, genv, dest.parent)
+    askpass = _askpass(repository, git_user, git_pass, genv, dest.parent, git_host)
     dest.parent.mkdir(parents=True, exist_ok=True)
     # --no-checkout: the work tree is written once, at the revision we want, not first at the default branch.
     cloned = run(
@@ -188,14 +189,17 @@ esac
 """
 
 
-def _askpass(url: str, user: str, password: str, genv: dict[str, str], scratch: Path) -> Path | None:
+def _askpass(url: str, user: str, password: str, genv: dict[str, str], scratch: Path, host: str = "") -> Path | None:
     """Hand git the credentials through GIT_ASKPASS: never in a URL, a process argument or a log line.
 
     The script reads them from its environment (readable only by this user), so nothing secret is on disk.
+    With `host` (agent.git_host) the credentials go to that host only.
     """
     parts = urlsplit(url)
     if not (user and password) or parts.scheme not in ("http", "https") or "@" in parts.netloc:
         return None  # ssh and local repositories authenticate otherwise; a URL's own userinfo is more specific
+    if host and (parts.hostname or "").lower() != host.strip().lower().split(":")[0]:
+        return None
     scratch.mkdir(parents=True, exist_ok=True)
     script = scratch / f".git-askpass-{os.getpid()}-{threading.get_ident()}"
     fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)

@@ -214,3 +214,22 @@ def test_private_https_repository_clones_with_configured_credentials(
         assert password not in text
     assert "authentication" in wrong.value.reason or "denied" in wrong.value.reason, wrong.value.reason
     assert password not in (tmp_path / "code" / ".git" / "config").read_text()
+
+
+def test_git_host_scopes_the_credentials(tmp_path: Path, env: dict[str, str], reporter: ListReporter) -> None:
+    import subprocess
+
+    from tests.fakes.git_http import GitHttpServer
+    from tests.fakes.gitrepo import make_git_repo
+
+    source = tmp_path / "source"
+    make_git_repo(source, {"a.py": "x = 1\n"})
+    served = tmp_path / "served"
+    served.mkdir()
+    subprocess.run(["git", "clone", "-q", "--bare", str(source), str(served / "team.git")], check=True)
+    with GitHttpServer(served, "alice", "pw-123456") as server:
+        url = f"{server.url}/team.git"
+        kwargs = {"env": env, "reporter": reporter, "git_user": "alice", "git_pass": "pw-123456"}
+        with pytest.raises(EnvironmentSetupError):
+            checkout(url, tmp_path / "a", git_host="git.example.com", **kwargs)  # not for this host: no credentials
+        assert checkout(url, tmp_path / "b", git_host="127.0.0.1", **kwargs)
