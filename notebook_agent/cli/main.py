@@ -11,6 +11,7 @@ from pathlib import Path
 
 from notebook_agent import __version__
 from notebook_agent.cli import build_cmd, daemon_cmd, demo_cmd, execute_cmd, submit_cmd
+from notebook_agent.config import ConfigError
 
 
 def _add_server_parser(sub: argparse._SubParsersAction) -> None:
@@ -73,4 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ConfigError as err:  # a broken clearml.conf or CLEARML_* variable: say where and how to fix it
+        print(f"notebook-agent: {err}", file=sys.stderr)
+        return 2

@@ -48,3 +48,19 @@ def test_server_command_rejects_half_a_key_pair(tmp_path):
     )
     assert done.returncode == 2
     assert "--secret-key" in done.stderr
+
+
+def test_a_broken_clearml_conf_is_a_clear_error(tmp_path):
+    conf = tmp_path / "clearml.conf"
+    conf.write_text("api {\n  api_server: http://127.0.0.1:1\n  credentials { access_key: \n")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CLEARML_CONFIG_FILE": str(conf)}
+    done = subprocess.run(
+        [sys.executable, "-m", "notebook_agent", "submit", "--script", str(conf)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert str(conf) in done.stderr and "line" in done.stderr
+    assert "Traceback" not in done.stderr
