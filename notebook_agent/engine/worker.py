@@ -71,6 +71,10 @@ def build_settings(config: Config) -> BuildSettings:
         git_user=str(config.agent("git_user", "") or ""),
         git_pass=str(config.agent("git_pass", "") or ""),
         git_host=str(config.agent("git_host", "") or ""),
+        translate_ssh=bool(config.agent("translate_ssh", True)),
+        force_git_ssh_protocol=bool(config.agent("force_git_ssh_protocol", False)),
+        force_git_ssh_user=str(config.agent("force_git_ssh_user", "") or "git"),
+        force_git_ssh_port=int(config.agent("force_git_ssh_port", 0) or 0) or None,
     )
 
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from notebook_agent.environment.cache import CachedEnvironment, CacheLease, VenvCache, local_requirement
+from notebook_agent.environment import git_urls
+from notebook_agent.environment.cache import CachedEnvironment, CacheLease, VenvCache
+from notebook_agent.environment.cache_key import local_requirement
 from notebook_agent.environment.commands import mask_text
 from notebook_agent.environment.errors import EnvironmentSetupError
 from notebook_agent.environment.git import apply_diff, checkout
@@ -21,6 +23,7 @@ from notebook_agent.environment.interpreter import choose_python
 from notebook_agent.environment.managers import PackageManager, PipManager
 from notebook_agent.environment.reporter import BuildReporter
 from notebook_agent.environment.script import inside, is_literal_script, write_script
+from notebook_agent.masking import mask_url
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,10 @@ class BuildSettings:
     git_user: str = ""
     git_pass: str = ""
     git_host: str = ""  # agent.git_host: send the credentials to this host only
+    translate_ssh: bool = True  # agent.translate_ssh: ssh URLs become https when git user/password are set
+    force_git_ssh_protocol: bool = False  # agent.force_git_ssh_protocol: https URLs become ssh
+    force_git_ssh_user: str = "git"
+    force_git_ssh_port: int | None = None
     uv_replace_pip: bool = True  # agent.package_manager.uv_replace_pip: pip mode installs with uv pip
     # agent.ignore_requested_python_version: a missing `script.binary` Python falls back to `python` (else fails)
     ignore_requested_python_version: bool = False
@@ -90,8 +97,18 @@ def prepare(
     commit: str | None = None
     if repository:
         reporter.step("clone", 0.0)
-        commit = checkout(
+        clone_url = git_urls.rewrite(
             repository,
+            has_credentials=bool(settings.git_user and settings.git_pass),
+            translate_ssh=settings.translate_ssh,
+            force_ssh=settings.force_git_ssh_protocol,
+            ssh_user=settings.force_git_ssh_user,
+            ssh_port=settings.force_git_ssh_port,
+        )
+        if clone_url != repository:
+            reporter.log(f"cloning {mask_url(clone_url)} (rewritten from {mask_url(repository)})")
+        commit = checkout(
+            clone_url,
             code_dir,
             commit=str(script.get("version_num") or ""),
             tag=str(script.get("tag") or ""),

@@ -36,35 +36,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from notebook_agent.environment.cache_key import (  # the cache's public face includes the key's helpers
-    CACHE_FORMAT,
-    cache_key,
-    interpreter_identity,
-    local_requirement,
-    normalize_requirements,
-)
+from notebook_agent.environment.cache_key import CACHE_FORMAT, cache_key, normalize_requirements
 from notebook_agent.environment.commands import mask_text
 from notebook_agent.environment.reporter import BuildReporter
-from notebook_agent.environment.thin_venv import PTH_NAME, make_thin_venv, site_dirs
+from notebook_agent.environment.thin_venv import make_thin_venv, site_dirs
 
 if TYPE_CHECKING:
     from notebook_agent.environment.managers import PackageManager
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "CACHE_FORMAT",
-    "PTH_NAME",
-    "CacheEntry",
-    "CacheLease",
-    "CachedEnvironment",
-    "VenvCache",
-    "cache_key",
-    "interpreter_identity",
-    "local_requirement",
-    "make_thin_venv",
-    "normalize_requirements",
-]
+__all__ = ["CacheEntry", "CacheLease", "CachedEnvironment", "VenvCache"]
 
 _KEY = re.compile(r"^[0-9a-f]{32}$")
 _GIB = 1024**3

@@ -14,17 +14,15 @@ from pathlib import Path
 import pytest
 
 from notebook_agent.environment import BuildSettings, ListReporter, NullReporter, PreparedEnvironment, prepare
-from notebook_agent.environment.cache import (
-    PTH_NAME,
-    CacheEntry,
-    VenvCache,
+from notebook_agent.environment.cache import CacheEntry, VenvCache
+from notebook_agent.environment.cache_key import (
     cache_key,
     interpreter_identity,
     local_requirement,
-    make_thin_venv,
     normalize_requirements,
 )
 from notebook_agent.environment.managers import PipManager
+from notebook_agent.environment.thin_venv import PTH_NAME, make_thin_venv
 from tests.fakes.gitrepo import make_git_repo
 from tests.fakes.wheels import build_wheel
 from tests.unit.environment.conftest import hermetic_env
