@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from notebook_agent.environment.commands import run
 from notebook_agent.environment.errors import EnvironmentSetupError
-from notebook_agent.environment.reporter import BuildReporter
+from notebook_agent.environment.reporter import BuildReporter, NullReporter
 
 _REQUESTED = re.compile(r"^(?:.*/)?python(3\.\d+)$")
 _ON_PATH = re.compile(r"^python3\.\d+$")
@@ -37,16 +37,18 @@ def version_of(python: str, env: Mapping[str, str]) -> str | None:
 
 def _ask_version(python: str, env: Mapping[str, str]) -> str | None:
     try:
-        done = subprocess.run(
+        done = run(
             [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            env=dict(env),
-            capture_output=True,
-            text=True,
+            cwd=None,
+            env=env,
+            reporter=NullReporter(),
+            capture=True,
+            quiet=True,
             timeout=30,
         )
-    except (OSError, subprocess.TimeoutExpired):
+    except OSError:
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    return done.stdout.strip() if done.returncode == 0 and not done.timed_out else None
 
 
 def installed_pythons(env: Mapping[str, str]) -> dict[str, str]:
