@@ -70,6 +70,25 @@ def api_section(creds: PastedCredentials) -> str:
 _HOSTS = ("api_server", "web_server", "files_server")
 
 
+def write_api_config(path: Path, creds: PastedCredentials, header: str = "") -> Path:
+    """(Re)write a clearml.conf of ours holding only `creds`' api section: 0600 from creation, replaced atomically.
+
+    For files the agent owns (the embedded server's client config, a task's config); a user's clearml.conf goes
+    through write_credentials, which never replaces anything.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # the umask can only have removed bits
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            out.write(header + api_section(creds))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_credentials(creds: PastedCredentials, path: Path | str | None = None) -> WriteResult:
     """Store `creds` in clearml.conf (`path`, default config_path()) without replacing anything there."""
     file = Path(path).expanduser() if path is not None else config_path()

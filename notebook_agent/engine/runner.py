@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import threading
 import time
@@ -81,8 +82,6 @@ class TaskRunner:
         bus: EventBus | None = None,
         base_env: Mapping[str, str] | None = None,
     ) -> None:
-        import os
-
         self.session = session
         self.api_config = api_config
         self.worker_id = worker_id
@@ -163,10 +162,9 @@ class TaskRunner:
             visible_devices=self.settings.visible_devices,
         )
         try:
-            self._setup_script(task, work_dir, env, _Reporter(self, task_id, shipper))
-            prepared = prepare(
-                task, work_dir, settings=self.settings.build, env=env, reporter=_Reporter(self, task_id, shipper)
-            )
+            reporter = _Reporter(self, task_id, shipper)
+            self._setup_script(task, work_dir, env, reporter)
+            prepared = prepare(task, work_dir, settings=self.settings.build, env=env, reporter=reporter)
         except EnvironmentSetupError as err:
             self._agent_lines(task_id, shipper, [*err.detail.splitlines(), f"Environment setup failed: {err.reason}"])
             return self._finish(task_id, shipper, TaskPhase.FAILED, err.reason)

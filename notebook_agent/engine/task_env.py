@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from notebook_agent.config import ApiConfig, PastedCredentials
-from notebook_agent.config.writer import api_section
+from notebook_agent.config.writer import write_api_config
 
 # Variables of the kernel that must not leak into a task (the CLEARML_* ones it needs are set below).
 _DROP_PREFIXES = ("JPY_",)
@@ -23,21 +23,16 @@ def _keep(key: str, value: str) -> bool:
 def write_task_config(path: Path, api: ApiConfig) -> Path:
     """A 0600 clearml.conf with only the api section, for the task's SDK (like clearml-agent's temp config)."""
     creds = api.credentials
-    text = api_section(
+    return write_api_config(
+        path,
         PastedCredentials(
             api_server=api.api_server,
             web_server=api.web_server,
             files_server=api.files_server,
             access_key=creds.access_key if creds else "",
             secret_key=creds.secret_key if creds else "",
-        )
+        ),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
-    return path
 
 
 def task_environment(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -45,8 +46,6 @@ class WorkerOptions:
 
 def running_in_colab(env: Mapping[str, str] | None = None) -> bool:
     """True inside a Google Colab runtime (its kernel sets COLAB_* variables; google.colab is importable)."""
-    import sys
-
     env = os.environ if env is None else env
     return "google.colab" in sys.modules or any(k.startswith("COLAB_") for k in env)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -15,8 +14,6 @@ from typing import Any
 from notebook_agent.environment.commands import run
 from notebook_agent.environment.errors import EnvironmentSetupError
 from notebook_agent.environment.reporter import NullReporter
-
-logger = logging.getLogger(__name__)
 
 # Bumped when the entry layout or the key's meaning changes, so old entries are never taken for new ones.
 CACHE_FORMAT = 1

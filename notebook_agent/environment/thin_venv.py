@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import json
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,8 +16,6 @@ from notebook_agent.environment.reporter import NullReporter
 
 if TYPE_CHECKING:
     from notebook_agent.environment.cache import CacheEntry
-
-logger = logging.getLogger(__name__)
 
 PTH_NAME = "_notebook_agent_venv_cache.pth"
 # Linux runs `#!` lines up to this length; longer ones (or ones with spaces) go through /bin/sh, as pip's own do.

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from notebook_agent.config import PastedCredentials
-from notebook_agent.config.writer import api_section
+from notebook_agent.config.writer import write_api_config
 from notebook_agent.server import services  # noqa: F401  (registers the endpoints)
 from notebook_agent.server.backend import Backend, KeyPair
 from notebook_agent.server.http_handler import ApiServer
@@ -141,14 +141,8 @@ class EmbeddedServer:
             access_key=self.credentials.access_key,
             secret_key=self.credentials.secret_key,
         )
-        text = "# Written by notebook-agent's embedded server; rewritten at every start.\n" + api_section(creds)
-        tmp = self.config_file.with_suffix(".conf.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.config_file)
-        return self.config_file
+        header = "# Written by notebook-agent's embedded server; rewritten at every start.\n"
+        return write_api_config(self.config_file, creds, header)
 
     def __repr__(self) -> str:
         state = "running" if self._http else "stopped"

@@ -130,6 +130,7 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         name = match["endpoint"] if match else ""
         version = match["version"] if match else None
         extra_headers: dict[str, str] = {}
+        endpoint: registry.Endpoint | None = None
         try:
             raw = self._read_body()
             if self.headers.get("Content-Encoding"):
@@ -143,41 +144,34 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
             token = data.pop("__set_token_cookie__", None) if isinstance(data, dict) else None
             if token:
                 extra_headers["Set-Cookie"] = f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax"
-            code, subcode, msg, error_data, stack = 200, 0, "OK", {}, None
+            code, subcode, msg, error_data = 200, 0, "OK", {}
         except errors.ServerError as err:
-            data, code, subcode, msg, error_data, stack = {}, err.code, err.subcode, err.msg, err.data, None
+            data, code, subcode, msg, error_data = {}, err.code, err.subcode, err.msg, err.data
         except (ValueError, TypeError) as exc:
             # A field of the wrong type that a handler could not convert: the caller's input, not a crash.
             logger.debug("bad field value in %s", name, exc_info=True)
-            data, code, subcode, error_data, stack = {}, 400, 12, {}, None
+            data, code, subcode, error_data = {}, 400, 12, {}
             msg = f"Validation error ({type(exc).__name__}: {exc})"
         except Exception as exc:  # the server keeps serving whatever a handler does
             logger.exception("internal error in %s", name)
             data, code, subcode, error_data = {}, 500, 0, {}
-            msg, stack = f"General data error ({type(exc).__name__}: {exc})", None
+            msg = f"General data error ({type(exc).__name__}: {exc})"
         meta = {
             "id": call_id,
             "trx": trx,
             "endpoint": {
                 "name": name,
                 "requested_version": version or MAX_VERSION,
-                "actual_version": self._actual_version(name, version),
+                "actual_version": endpoint.min_version if endpoint else None,
             },
             "result_code": code,
             "result_subcode": subcode,
             "result_msg": msg,
-            "error_stack": stack,
+            "error_stack": None,
             "error_data": error_data,
         }
         payload = json.dumps({"meta": meta, "data": data if data is not None else {}}, default=str)
         self._send_raw(code, payload.encode(), "application/json; charset=utf-8", extra_headers)
-
-    @staticmethod
-    def _actual_version(name: str, version: str | None) -> str | None:
-        try:
-            return registry.resolve(name, version).min_version
-        except errors.ServerError:
-            return None
 
     def _make_call(self, endpoint: registry.Endpoint, version: str | None, raw: bytes, query: str) -> Call:
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from datetime import datetime, timezone
 from typing import Any
 
 from notebook_agent.server import errors
@@ -96,8 +97,6 @@ def add(call: Call) -> dict[str, Any]:
 
 
 def _with_iso(event: dict) -> dict:
-    from datetime import datetime, timezone
-
     stamp = datetime.fromtimestamp(event["timestamp"] / 1000, tz=timezone.utc)
     return {**event, "@timestamp": stamp.isoformat(timespec="milliseconds")}
 

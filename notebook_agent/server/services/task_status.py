@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from notebook_agent.server import errors
 from notebook_agent.server.registry import Call, endpoint
 from notebook_agent.server.services import queues
 from notebook_agent.server.services.tasks import KIND, get_task, save_task
+from notebook_agent.server.services.workers import live_workers
 
 # bll/task/utils.py state_machine: allowed targets per current status (same status is always allowed).
 TRANSITIONS: dict[str, set[str]] = {
@@ -105,8 +106,6 @@ _status_endpoint("tasks.publish", "published", "2.1", "committed_versions_result
 def _has_live_worker(call: Call, task: dict) -> bool:
     if not task.get("last_worker") or not task.get("last_update"):
         return False
-    from datetime import datetime
-
     last = datetime.fromisoformat(task["last_update"])
     return call.backend.now() - last < TASK_UPDATE_TIMEOUT
 
@@ -153,8 +152,6 @@ def _resolve_queue(call: Call) -> dict:
 
 
 def _queue_watched(call: Call, queue_id: str) -> bool:
-    from notebook_agent.server.services.workers import live_workers
-
     return any(queue_id in (w.get("queues") or []) for w in live_workers(call))
 
 

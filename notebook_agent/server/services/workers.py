@@ -8,6 +8,7 @@ from typing import Any
 from notebook_agent.server import errors
 from notebook_agent.server.registry import Call, endpoint
 from notebook_agent.server.services import queues
+from notebook_agent.server.services.tasks import get_task, save_task
 
 KIND = "worker"
 DEFAULT_TIMEOUT = 600
@@ -80,8 +81,6 @@ def status_report(call: Call) -> dict[str, Any]:
         task_id = data.get("task")
         now = call.backend.now_iso()
         if task_id:
-            from notebook_agent.server.services.tasks import get_task, save_task
-
             task = get_task(call, task_id)
             task.update(last_worker=worker_id, last_worker_report=now, last_update=now)
             save_task(call, task)

@@ -1,0 +1,55 @@
+"""`notebook-agent server`: the embedded ClearML-compatible server in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from notebook_agent.server import EmbeddedServer
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("server", help="run the embedded ClearML-compatible server in the foreground")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the SQLite data lives (default ~/.notebook_agent/server)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others get a warning)")
+    p.add_argument("--port", type=int, default=8008, help="port to listen on (default 8008; 0 picks a free one)")
+    p.add_argument("--access-key", default=None, help="use this access key instead of a generated one")
+    p.add_argument("--secret-key", default=None, help="the secret key that goes with --access-key")
+    p.set_defaults(func=run)
+
+
+def _interrupt(*_: object) -> None:
+    """SIGTERM ends the foreground server as cleanly as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    if bool(args.access_key) != bool(args.secret_key):
+        print("notebook-agent server: give --access-key and --secret-key together", file=sys.stderr)
+        return 2
+    server = EmbeddedServer(
+        args.data_dir, host=args.host, port=args.port, access_key=args.access_key, secret_key=args.secret_key
+    )
+    try:
+        server.start()
+    except OSError as exc:
+        print(
+            f"notebook-agent server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"notebook-agent server listening on {server.url}", flush=True)
+    print(f"client configuration (api section, mode 0600): {server.config_file}", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
