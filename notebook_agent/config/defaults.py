@@ -52,6 +52,8 @@ agent {
         force_repo_requirements_txt: false
         force_original_requirements: false
         conda_channels: ["pytorch", "conda-forge", "nvidia", "defaults"]
+        # Ours: where conda mode keeps downloaded and extracted packages (environments link to them).
+        conda_pkgs_dir: "~/.notebook_agent/conda-pkgs"
         torch_nightly: false
         # "" installs the latest version (clearml-agent leaves both commented out).
         poetry_version: ""

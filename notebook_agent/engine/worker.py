@@ -51,10 +51,9 @@ def running_in_colab(env: Mapping[str, str] | None = None) -> bool:
 
 
 def build_settings(config: Config) -> BuildSettings:
-    extra = config.agent("package_manager.extra_index_url", []) or []
     pip_args: list[str] = []
-    for url in [extra] if isinstance(extra, str) else extra:
-        pip_args += ["--extra-index-url", str(url)]
+    for url in _strings(config.agent("package_manager.extra_index_url", [])):
+        pip_args += ["--extra-index-url", url]
     cache_path = str(config.agent("venvs_cache.path", "") or "").strip()
     return BuildSettings(
         python=str(config.agent("python_binary", "") or BuildSettings().python),
@@ -74,7 +73,25 @@ def build_settings(config: Config) -> BuildSettings:
         force_git_ssh_protocol=bool(config.agent("force_git_ssh_protocol", False)),
         force_git_ssh_user=str(config.agent("force_git_ssh_user", "") or "git"),
         force_git_ssh_port=int(config.agent("force_git_ssh_port", 0) or 0) or None,
+        package_manager=str(config.agent("package_manager.type", "pip") or "pip"),
+        conda_channels=_strings(config.agent("package_manager.conda_channels", [])),
+        conda_pkgs_dir=Path(str(config.agent("package_manager.conda_pkgs_dir", "~/.notebook_agent/conda-pkgs")))
+        .expanduser(),
+        uv_sync_extra_args=_strings(config.agent("package_manager.uv_sync_extra_args", [])),
+        uv_files_from_repo_working_dir=bool(config.agent("package_manager.uv_files_from_repo_working_dir", False)),
+        poetry_files_from_repo_working_dir=bool(
+            config.agent("package_manager.poetry_files_from_repo_working_dir", False)
+        ),
     )
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    # A HOCON list, or one string where a user wrote a single value.
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(item) for item in value)  # type: ignore[union-attr]
 
 
 class Worker:

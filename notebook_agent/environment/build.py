@@ -20,9 +20,10 @@ from notebook_agent.environment.commands import mask_text
 from notebook_agent.environment.errors import EnvironmentSetupError
 from notebook_agent.environment.git import apply_diff, checkout
 from notebook_agent.environment.interpreter import choose_python
-from notebook_agent.environment.managers import PackageManager, PipManager
+from notebook_agent.environment.managers import PackageManager
 from notebook_agent.environment.reporter import BuildReporter
 from notebook_agent.environment.script import inside, is_literal_script, write_script
+from notebook_agent.environment.selection import select_manager
 from notebook_agent.masking import mask_url
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,13 @@ class BuildSettings:
     venvs_cache_dir: Path | None = None
     venvs_cache_max_entries: int = 10
     venvs_cache_free_space_threshold_gb: float = 2.0
+    # agent.package_manager.type: pip (default), uv (uv sync with a lock file), poetry or conda
+    package_manager: str = "pip"
+    conda_channels: tuple[str, ...] = ()
+    conda_pkgs_dir: Path | None = None  # conda's package cache (extracted packages are linked from it)
+    uv_sync_extra_args: tuple[str, ...] = ()
+    uv_files_from_repo_working_dir: bool = False
+    poetry_files_from_repo_working_dir: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,9 +144,10 @@ def prepare(
         cwd, entry_point = _write_literal(code_dir, entry_point, diff)
     entry_argv = _entry_argv(code_dir, cwd, entry_point, working_dir, has_source=bool(repository))
 
-    manager = _package_manager(settings, env, reporter)
     entry_dir = (cwd / entry_point.split()[0]).parent if not entry_point.startswith("-m ") else cwd
-    requirements = _requirements(script, code_dir if repository else None, entry_dir)
+    manager, requirements = select_manager(
+        settings, env, reporter, script=script, repo_root=code_dir if repository else None, cwd=cwd, entry_dir=entry_dir
+    )
     cached = _from_cache(manager, requirements, work_dir, code_dir, settings=settings, env=env, reporter=reporter)
     if cached is not None:
         python, frozen, lease = cached.python, cached.frozen, cached.lease
@@ -153,13 +162,6 @@ def prepare(
     reporter.step("ready", 1.0)
     logger.info("environment ready in %s (commit %s, %d packages)", work_dir, commit, len(frozen))
     return PreparedEnvironment(python, cwd, [str(python), "-u", *entry_argv], commit, frozen, requirements, lease)
-
-
-def _package_manager(settings: BuildSettings, env: Mapping[str, str], reporter: BuildReporter) -> PackageManager:
-    # The seam where uv, poetry and conda join (agent.package_manager.type); only pip exists so far.
-    # uv resolves without looking at system site packages, so with them on it would download what is there.
-    use_uv = settings.uv_replace_pip and not settings.system_site_packages
-    return PipManager(env, reporter, settings.python, settings.system_site_packages, settings.pip_args, use_uv)
 
 
 def _from_cache(
@@ -258,39 +260,3 @@ def _split(text: str) -> list[str]:
         return shlex.split(text)
     except ValueError:  # unbalanced quotes: take it as one name
         return [text.strip()]
-
-
-def _requirements(script: Mapping[str, Any], repo_root: Path | None, entry_dir: Path | None = None) -> str:
-    """The task's `requirements.pip` (text, or the list of lines the agent stores), else every requirements.txt
-    from the repository root down to the entry point's folder (clearml-agent's order), else nothing."""
-    pip = (script.get("requirements") or {}).get("pip")
-    if isinstance(pip, (list, tuple)):
-        pip = "\n".join(str(line) for line in pip)
-    if isinstance(pip, str) and pip.strip():
-        return pip
-    if repo_root is None:
-        return ""
-    parts = []
-    for folder in _folders_down_to(repo_root, entry_dir or repo_root):
-        found = folder / "requirements.txt"
-        if found.is_file():
-            text = found.read_text(encoding="utf-8")
-            # Inline when self-contained (so the venv cache can key on it); by reference when it names other
-            # files, so pip resolves them next to it.
-            if local_requirement(text) is None:
-                parts.append(text if text.endswith("\n") else text + "\n")
-            else:
-                parts.append(f"-r {found.relative_to(repo_root)}\n")
-    return "".join(parts)
-
-
-def _folders_down_to(root: Path, leaf: Path) -> list[Path]:
-    """root, then each folder on the way to `leaf` (only `root` when `leaf` is not inside it)."""
-    try:
-        relative = leaf.resolve().relative_to(root.resolve())
-    except ValueError:
-        return [root]
-    folders = [root]
-    for part in relative.parts:
-        folders.append(folders[-1] / part)
-    return folders

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from notebook_agent.environment import BuildSettings, EnvironmentSetupError, ListReporter, prepare
-from notebook_agent.environment.build import _entry_argv, _requirements, _write_literal
+from notebook_agent.environment.build import _entry_argv, _write_literal
+from notebook_agent.environment.requirements import task_requirements as _requirements
 from tests.fakes.gitrepo import commit_files, git, make_git_repo
 from tests.unit.environment.conftest import GREETING
 
