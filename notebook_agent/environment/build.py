@@ -51,6 +51,9 @@ class BuildSettings:
     venvs_cache_dir: Path | None = None
     venvs_cache_max_entries: int = 10
     venvs_cache_free_space_threshold_gb: float = 2.0
+    # Entries also kept as one archive each in this folder (a mounted Google Drive); venvs_cache_dir is then the
+    # local working copy they are unpacked to.
+    venvs_cache_archive_dir: Path | None = None
     # agent.package_manager.type: pip (default), uv (uv sync with a lock file), poetry or conda
     package_manager: str = "pip"
     conda_channels: tuple[str, ...] = ()
