@@ -22,8 +22,10 @@ class _PrintReporter:
     def log(self, line: str) -> None:
         print(line, flush=True)
 
-    def step(self, name: str, fraction: float | None = None) -> None:
-        print(f"== {name}", flush=True)
+    def step(self, name: str, fraction: float | None = None, *, detail: str = "", seconds: float | None = None) -> None:
+        # The build logs each step and its seconds itself; only the final state needs saying here.
+        if name == "ready":
+            print("== environment ready", flush=True)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -112,6 +112,22 @@ def _str_list(value: Any) -> list[str]:
     return value
 
 
+def _credential_list(value: Any) -> list[Any]:
+    # agent.git.extra_credentials: [{host: ..., user: ..., pass: ...}, ...]; "username"/"password" also accepted.
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _Bad
+    for item in value:
+        if not isinstance(item, Mapping):
+            raise _Bad
+        user = item.get("user", None) or item.get("username", None)
+        password = item.get("pass", None) or item.get("password", None)
+        if not all(isinstance(v, str) and v.strip() for v in (item.get("host", None), user, password)):
+            raise _Bad
+    return value
+
+
 _URL = "an http(s) URL (or empty)"
 _METHODS = ("get", "post", "put")
 _SECONDS = "a number of seconds above 0"
@@ -145,6 +161,24 @@ _RULES: tuple[_Rule, ...] = (
         "pip, conda, poetry or uv",
         "type: pip",
     ),
+    _Rule("agent.package_manager.conda_channels", _str_list, "a list of strings", 'conda_channels: ["conda-forge"]'),
+    _Rule(
+        "agent.package_manager.uv_sync_extra_args",
+        _str_list,
+        "a list of strings",
+        'uv_sync_extra_args: ["--all-extras"]',
+    ),
+    _Rule("agent.git_fetch_args", _str_list, "a list of strings", 'git_fetch_args: ["--all", "--tags"]'),
+    _Rule(
+        "agent.git.extra_credentials",
+        _credential_list,
+        "a list of {host, user, pass} objects, each with all three",
+        'extra_credentials: [{host: "gitlab.example.com", user: "me", pass: "token"}]',
+    ),
+    _Rule("agent.vcs_cache", _section, "a section", 'vcs_cache { enabled: true, path: "~/.clearml/vcs-cache" }'),
+    _Rule("agent.vcs_cache.path", _text, "a folder path", 'path: "~/.clearml/vcs-cache"'),
+    _Rule("agent.pip_download_cache", _section, "a section", 'pip_download_cache { enabled: true, path: "~/x" }'),
+    _Rule("agent.pip_download_cache.path", _text, "a folder path", 'path: "~/.clearml/pip-download-cache"'),
     _Rule("agent.uptime", _str_list, "a list of strings", 'uptime: ["17-20 SUN,TUE"]'),
     _Rule("agent.downtime", _str_list, "a list of strings", 'downtime: ["0-6 SAT,SUN"]'),
 )

@@ -84,11 +84,14 @@ class TaskLogLines(Event):
 
 @dataclass(frozen=True)
 class EnvBuildStep(Event):
-    """A step of building a task's environment; `fraction` is the build's progress in [0, 1] when known."""
+    """A step of building a task's environment: it began (`seconds` None), has news (`detail`, e.g. "12 packages
+    installed" or "cache hit") or ended after `seconds`. `fraction` is the build's progress in [0, 1] when known."""
 
     task_id: str
     step: str
     fraction: float | None = None
+    detail: str = ""
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)

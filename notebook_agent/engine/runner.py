@@ -65,8 +65,8 @@ class _Reporter:
     def log(self, line: str) -> None:
         self._runner._agent_lines(self._task_id, self._shipper, [line])
 
-    def step(self, name: str, fraction: float | None = None) -> None:
-        self._runner.bus.publish(EnvBuildStep(self._task_id, name, fraction))
+    def step(self, name: str, fraction: float | None = None, *, detail: str = "", seconds: float | None = None) -> None:
+        self._runner.bus.publish(EnvBuildStep(self._task_id, name, fraction, detail, seconds))
 
 
 class TaskRunner:
@@ -195,7 +195,7 @@ class TaskRunner:
             shipper.add(stream, lines)
             self.bus.publish(TaskLogLines(task_id, stream, tuple(lines)))
 
-        process = TaskProcess(prepared.argv, cwd=prepared.cwd, env=env, on_output=on_output)
+        process = TaskProcess(prepared.argv, cwd=prepared.cwd, env={**env, **prepared.env}, on_output=on_output)
         process.start()
         watch = AbortWatch(
             self.session, task_id, local_abort, poll_sec=self.settings.abort_poll_sec, ping_sec=self.settings.ping_sec

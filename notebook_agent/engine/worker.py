@@ -73,16 +73,37 @@ def build_settings(config: Config) -> BuildSettings:
         force_git_ssh_protocol=bool(config.agent("force_git_ssh_protocol", False)),
         force_git_ssh_user=str(config.agent("force_git_ssh_user", "") or "git"),
         force_git_ssh_port=int(config.agent("force_git_ssh_port", 0) or 0) or None,
+        git_extra_credentials=_credential_entries(config.agent("git.extra_credentials", [])),
+        git_fetch_args=_strings(config.agent("git_fetch_args", ["--all", "--tags", "--recurse-submodules"])),
+        vcs_cache_dir=_enabled_path(config, "vcs_cache"),
+        pip_download_cache_dir=_enabled_path(config, "pip_download_cache"),
         package_manager=str(config.agent("package_manager.type", "pip") or "pip"),
         conda_channels=_strings(config.agent("package_manager.conda_channels", [])),
-        conda_pkgs_dir=Path(str(config.agent("package_manager.conda_pkgs_dir", "~/.notebook_agent/conda-pkgs")))
-        .expanduser(),
+        conda_pkgs_dir=Path(
+            str(config.agent("package_manager.conda_pkgs_dir", "~/.notebook_agent/conda-pkgs"))
+        ).expanduser(),
         uv_sync_extra_args=_strings(config.agent("package_manager.uv_sync_extra_args", [])),
         uv_files_from_repo_working_dir=bool(config.agent("package_manager.uv_files_from_repo_working_dir", False)),
         poetry_files_from_repo_working_dir=bool(
             config.agent("package_manager.poetry_files_from_repo_working_dir", False)
         ),
     )
+
+
+def _enabled_path(config: Config, section: str) -> Path | None:
+    """`agent.<section>.path` when `agent.<section>.enabled` (vcs_cache, pip_download_cache), else None."""
+    path = str(config.agent(f"{section}.path", "") or "").strip()
+    if not path or not bool(config.agent(f"{section}.enabled", True)):
+        return None
+    return Path(path).expanduser()
+
+
+def _credential_entries(value: object) -> tuple[dict[str, str], ...]:
+    # agent.git.extra_credentials: a list of {host, user, pass} objects; anything else is ignored (the validator
+    # reports malformed entries when the config is loaded).
+    if not isinstance(value, (list, tuple)):
+        return ()
+    return tuple({str(k): str(v) for k, v in dict(item).items()} for item in value if hasattr(item, "items"))
 
 
 def _strings(value: object) -> tuple[str, ...]:

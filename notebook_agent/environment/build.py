@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shlex
 import shutil
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from notebook_agent.environment.errors import EnvironmentSetupError
 from notebook_agent.environment.git import apply_diff, checkout
 from notebook_agent.environment.interpreter import choose_python
 from notebook_agent.environment.managers import PackageManager
+from notebook_agent.environment.progress import BuildProgress
 from notebook_agent.environment.reporter import BuildReporter
 from notebook_agent.environment.script import inside, is_literal_script, write_script
 from notebook_agent.environment.selection import select_manager
@@ -37,8 +39,12 @@ class BuildSettings:
     system_site_packages: bool = False
     pip_args: tuple[str, ...] = ()  # e.g. ("--extra-index-url", URL) from agent.package_manager.extra_index_url
     git_user: str = ""
-    git_pass: str = ""
+    git_pass: str = field(default="", repr=False)  # never in a repr, a log line or a traceback
     git_host: str = ""  # agent.git_host: send the credentials to this host only
+    # agent.git.extra_credentials: [{"host", "user", "pass"}, ...], each for its own host (they win over git_user)
+    git_extra_credentials: tuple[Mapping[str, str], ...] = field(default=(), repr=False)
+    git_fetch_args: tuple[str, ...] = ("--all", "--tags", "--recurse-submodules")  # agent.git_fetch_args
+    vcs_cache_dir: Path | None = None  # agent.vcs_cache: repository mirrors (None: clone each time)
     translate_ssh: bool = True  # agent.translate_ssh: ssh URLs become https when git user/password are set
     force_git_ssh_protocol: bool = False  # agent.force_git_ssh_protocol: https URLs become ssh
     force_git_ssh_user: str = "git"
@@ -54,6 +60,8 @@ class BuildSettings:
     # Entries also kept as one archive each in this folder (a mounted Google Drive); venvs_cache_dir is then the
     # local working copy they are unpacked to.
     venvs_cache_archive_dir: Path | None = None
+    # agent.pip_download_cache: where pip and uv keep downloads between builds (None: their own defaults).
+    pip_download_cache_dir: Path | None = None
     # agent.package_manager.type: pip (default), uv (uv sync with a lock file), poetry or conda
     package_manager: str = "pip"
     conda_channels: tuple[str, ...] = ()
@@ -76,6 +84,8 @@ class PreparedEnvironment:
     # With the venv cache: the lease on the cached environment the venv is layered over. `close()` it when the
     # task has ended (until then the entry is not evicted); None when the venv was built without the cache.
     lease: CacheLease | None = None
+    # Variables the task process needs on top of its environment (PATH, VIRTUAL_ENV, CONDA_PREFIX).
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 def prepare(
@@ -88,8 +98,41 @@ def prepare(
 ) -> PreparedEnvironment:
     """Check out (or write) the task's code under `work_dir/code`, build `work_dir/venv` and install into it.
 
-    Raises EnvironmentSetupError with a one-line reason for the task's status_reason.
+    Each step is timed and logged (see BuildProgress). Raises EnvironmentSetupError with a one-line reason for the
+    task's status_reason.
     """
+    progress = BuildProgress(reporter)
+    try:
+        prepared = _prepare(
+            task, work_dir, settings=settings, env=_with_download_cache(env, settings), reporter=progress
+        )
+    finally:
+        progress.finish()
+    reporter.step("ready", 1.0)
+    return prepared
+
+
+def _with_download_cache(env: Mapping[str, str], settings: BuildSettings) -> Mapping[str, str]:
+    """The installers' download caches under agent.pip_download_cache.path, unless the environment sets its own."""
+    if settings.pip_download_cache_dir is None:
+        return env
+    cache = settings.pip_download_cache_dir
+    extra = {}
+    if "PIP_CACHE_DIR" not in env and "PIP_NO_CACHE_DIR" not in env:
+        extra["PIP_CACHE_DIR"] = str(cache / "pip")
+    if "UV_CACHE_DIR" not in env and "UV_NO_CACHE" not in env:
+        extra["UV_CACHE_DIR"] = str(cache / "uv")
+    return {**env, **extra} if extra else env
+
+
+def _prepare(
+    task: Mapping[str, Any],
+    work_dir: Path,
+    *,
+    settings: BuildSettings,
+    env: Mapping[str, str],
+    reporter: BuildReporter,
+) -> PreparedEnvironment:
     script: Mapping[str, Any] = task.get("script") or {}
     repository = str(script.get("repository") or "").strip()
     entry_point = str(script.get("entry_point") or "").strip()
@@ -108,9 +151,16 @@ def prepare(
     commit: str | None = None
     if repository:
         reporter.step("clone", 0.0)
+        git_user, git_pass = git_urls.credentials_for(
+            repository,
+            user=settings.git_user,
+            password=settings.git_pass,
+            host=settings.git_host,
+            extra=settings.git_extra_credentials,
+        )
         clone_url = git_urls.rewrite(
             repository,
-            has_credentials=bool(settings.git_user and settings.git_pass),
+            has_credentials=bool(git_user and git_pass),
             translate_ssh=settings.translate_ssh,
             force_ssh=settings.force_git_ssh_protocol,
             ssh_user=settings.force_git_ssh_user,
@@ -126,9 +176,10 @@ def prepare(
             branch=str(script.get("branch") or ""),
             env=env,
             reporter=reporter,
-            git_user=settings.git_user,
-            git_pass=settings.git_pass,
-            git_host=settings.git_host,
+            git_user=git_user,
+            git_pass=git_pass,
+            mirror_root=settings.vcs_cache_dir,
+            fetch_args=settings.git_fetch_args,
         )
         reporter.step("diff", 0.15)
         cwd = _working_dir(code_dir, working_dir)
@@ -162,9 +213,29 @@ def prepare(
         manager.install(python, requirements, cwd=code_dir)
         reporter.step("freeze", 0.9)
         frozen = manager.freeze(python)
-    reporter.step("ready", 1.0)
     logger.info("environment ready in %s (commit %s, %d packages)", work_dir, commit, len(frozen))
-    return PreparedEnvironment(python, cwd, [str(python), "-u", *entry_argv], commit, frozen, requirements, lease)
+    return PreparedEnvironment(
+        python,
+        cwd,
+        [str(python), "-u", *entry_argv],
+        commit,
+        frozen,
+        requirements,
+        lease,
+        env=_activation(manager, python, env),
+    )
+
+
+def _activation(manager: PackageManager, python: Path, env: Mapping[str, str]) -> dict[str, str]:
+    """What the task process sees of its environment, as if activated: the venv's bin first on PATH (console
+    scripts and `pip` of the venv), VIRTUAL_ENV, and what the manager adds (conda's CONDA_PREFIX)."""
+    root = python.parent.parent
+    path = env.get("PATH", os.defpath)
+    activation = {"VIRTUAL_ENV": str(root), "PATH": str(python.parent) + os.pathsep + path}
+    task_env = getattr(manager, "task_env", None)
+    if callable(task_env):
+        activation.update(task_env(python))
+    return activation
 
 
 def _from_cache(

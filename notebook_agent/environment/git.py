@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from notebook_agent.environment.commands import run
+from notebook_agent.environment.commands import CommandResult, mask_text, run
 from notebook_agent.environment.errors import EnvironmentSetupError
 from notebook_agent.environment.reporter import BuildReporter, NullReporter
+from notebook_agent.environment.vcs_cache import MirrorUnavailable, locked_mirror
 from notebook_agent.masking import mask_url
 
 logger = logging.getLogger(__name__)
@@ -43,9 +45,15 @@ def checkout(
     git_user: str = "",
     git_pass: str = "",
     git_host: str = "",
+    mirror_root: Path | None = None,
+    fetch_args: Sequence[str] = (),
 ) -> str:
     """Clone `repository` into `dest` (which must not exist or be empty) and check out `commit`, else `tag`,
-    else `branch`, else the default branch. Returns the checked-out commit sha."""
+    else `branch`, else the default branch. Returns the checked-out commit sha.
+
+    With `mirror_root` (agent.vcs_cache) the clone comes from a local mirror fetched first (`fetch_args`:
+    agent.git_fetch_args); the checkout's origin is still `repository`.
+    """
     genv = git_env(env)
     secrets = [git_pass, _password(repository)]
     shown = mask_url(repository)
@@ -56,14 +64,18 @@ def checkout(
     clone_url = repository
     askpass = _askpass(repository, git_user, git_pass, genv, dest.parent, git_host)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    # --no-checkout: the work tree is written once, at the revision we want, not first at the default branch.
-    cloned = run(
-        [*_GIT, "clone", "--no-checkout", clone_url, str(dest)],
-        cwd=dest.parent,
-        env=genv,
-        reporter=reporter,
-        secrets=secrets,
-    )
+    cloned = None
+    if mirror_root is not None:
+        cloned = _clone_from_mirror(repository, dest, mirror_root, genv, reporter, secrets, fetch_args)
+    if cloned is None:
+        # --no-checkout: the work tree is written once, at the revision we want, not first at the default branch.
+        cloned = run(
+            [*_GIT, "clone", "--no-checkout", clone_url, str(dest)],
+            cwd=dest.parent,
+            env=genv,
+            reporter=reporter,
+            secrets=secrets,
+        )
     if cloned.returncode != 0:
         _remove(askpass)
         raise EnvironmentSetupError(_clone_failure(shown, cloned.stdout), cloned.stdout)
@@ -71,6 +83,44 @@ def checkout(
         return _checkout_revision(dest, genv, clone_url, shown, secrets, reporter, commit, tag, branch)
     finally:
         _remove(askpass)
+
+
+def _clone_from_mirror(
+    repository: str,
+    dest: Path,
+    mirror_root: Path,
+    genv: Mapping[str, str],
+    reporter: BuildReporter,
+    secrets: list[str],
+    fetch_args: Sequence[str],
+) -> CommandResult | None:
+    """Clone `dest` from the repository's mirror and point its origin back at `repository`; None (after a log
+    line) when the mirror can't be used, so the caller clones directly."""
+    if _password(repository):
+        reporter.log("vcs cache: not used for a URL that carries a password (it would be stored in the mirror)")
+        return None
+    try:
+        with locked_mirror(
+            mirror_root, repository, genv=genv, reporter=reporter, secrets=secrets, fetch_args=fetch_args
+        ) as mirror:
+            cloned = run(
+                [*_GIT, "clone", "--no-checkout", "--quiet", str(mirror), str(dest)],
+                cwd=dest.parent,
+                env=genv,
+                reporter=reporter,
+                secrets=secrets,
+            )
+    except (MirrorUnavailable, OSError) as exc:
+        reporter.log(f"vcs cache: {mask_text(str(exc), secrets)}; cloning directly")
+        logger.warning("vcs cache unusable for %s: %s", mask_url(repository), mask_text(str(exc), secrets))
+        return None
+    if cloned.returncode != 0:
+        reporter.log(f"vcs cache: clone from the mirror failed ({_telling(cloned.stdout)}); cloning directly")
+        if dest.exists():
+            shutil.rmtree(dest, ignore_errors=True)
+        return None
+    run([*_GIT, "remote", "set-url", "origin", repository], cwd=dest, env=genv, reporter=reporter, quiet=True)
+    return cloned
 
 
 def _checkout_revision(

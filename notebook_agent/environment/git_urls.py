@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 # git@host:group/repo.git  or  ssh://git@host[:port]/group/repo.git
@@ -53,3 +54,33 @@ def rewrite(
     if has_credentials and translate_ssh:
         return ssh_to_https(url)
     return url
+
+
+def repository_host(url: str) -> str:
+    """The host a repository URL points at (either ssh spelling or a URL), lower case; "" for local paths."""
+    parts = _ssh_parts(url)
+    if parts:
+        return parts[0].lower()
+    return (urlsplit(url).hostname or "").lower()
+
+
+def credentials_for(
+    url: str,
+    *,
+    user: str,
+    password: str,
+    host: str = "",
+    extra: Sequence[Mapping[str, str]] = (),
+) -> tuple[str, str]:
+    """The git user and password for `url`, as clearml-agent picks them: an `agent.git.extra_credentials` entry
+    whose host matches wins; else agent.git_user/git_pass unless agent.git_host names another host; else none."""
+    target = repository_host(url)
+    for entry in extra:
+        e_user = entry.get("user") or entry.get("username") or ""
+        e_pass = entry.get("pass") or entry.get("password") or ""
+        e_host = (entry.get("host") or "").strip().lower().split(":")[0]
+        if e_user and e_pass and e_host and e_host == target:
+            return e_user, e_pass
+    if host and host.strip().lower().split(":")[0] != target:
+        return "", ""
+    return (user, password) if user and password else ("", "")

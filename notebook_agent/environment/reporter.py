@@ -10,7 +10,10 @@ class BuildReporter(Protocol):
 
     def log(self, line: str) -> None: ...
 
-    def step(self, name: str, fraction: float | None = None) -> None: ...
+    def step(self, name: str, fraction: float | None = None, *, detail: str = "", seconds: float | None = None) -> None:
+        """Step `name` began (or, called again, has news in `detail`, e.g. "12 packages installed"); with
+        `seconds`, it has ended after that long."""
+        ...
 
 
 class NullReporter:
@@ -19,7 +22,7 @@ class NullReporter:
     def log(self, line: str) -> None:
         pass
 
-    def step(self, name: str, fraction: float | None = None) -> None:
+    def step(self, name: str, fraction: float | None = None, *, detail: str = "", seconds: float | None = None) -> None:
         pass
 
 
@@ -29,12 +32,15 @@ class ListReporter:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.steps: list[tuple[str, float | None]] = []
+        self.events: list[tuple[str, float | None, str, float | None]] = []  # (name, fraction, detail, seconds)
 
     def log(self, line: str) -> None:
         self.lines.append(line)
 
-    def step(self, name: str, fraction: float | None = None) -> None:
-        self.steps.append((name, fraction))
+    def step(self, name: str, fraction: float | None = None, *, detail: str = "", seconds: float | None = None) -> None:
+        if seconds is None and not detail:
+            self.steps.append((name, fraction))
+        self.events.append((name, fraction, detail, seconds))
 
     @property
     def text(self) -> str:

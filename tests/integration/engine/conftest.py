@@ -35,8 +35,12 @@ def agent_env(wheelhouse, tmp_path) -> dict[str, str]:
 def agent_config(server, tmp_path):
     """Our agent's configuration: the embedded server's clearml.conf plus an agent section."""
     conf = tmp_path / "agent.conf"
-    cache = tmp_path / "venvs-cache"
-    agent = f'agent {{\n  package_manager {{ system_site_packages: true }}\n  venvs_cache {{ path: "{cache}" }}\n}}\n'
+    agent = (
+        "agent {\n  package_manager { system_site_packages: true }\n"
+        f'  venvs_cache {{ path: "{tmp_path / "venvs-cache"}" }}\n'
+        f'  vcs_cache {{ path: "{tmp_path / "vcs-cache"}" }}\n'
+        f'  pip_download_cache {{ path: "{tmp_path / "pip-download-cache"}" }}\n}}\n'
+    )
     conf.write_text(server.config_file.read_text() + agent)
     return load_config(conf, env={})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -115,6 +116,14 @@ def test_task_without_repository(tmp_path: Path, env: dict[str, str], offline_pi
     assert (prepared.cwd / "hello.py").read_text() == source
     assert run_task(prepared.argv, prepared.cwd, env) == f"standalone {GREETING}\n"
     assert [name for name, _ in reporter.steps] == ["diff", "venv", "requirements", "freeze", "ready"]
+    # Each step is in the log with its seconds; the install is counted.
+    assert "environment: requirements" in reporter.lines
+    summary = [line for line in reporter.lines if line.startswith("environment built in ")]
+    assert len(summary) == 1 and "requirements " in summary[0] and "1 package installed" in summary[0], summary
+    # The task runs as if its venv were activated: its bin/ first on PATH.
+    venv_bin = str(prepared.python.parent)
+    assert prepared.env["PATH"].split(os.pathsep)[0] == venv_bin
+    assert prepared.env["VIRTUAL_ENV"] == str(prepared.python.parent.parent)
 
 
 @pytest.mark.parametrize(

@@ -31,3 +31,23 @@ def test_rules():
     assert rewrite(ssh, has_credentials=False) == ssh
     assert rewrite(ssh, has_credentials=True, translate_ssh=False) == ssh
     assert rewrite(https, has_credentials=True, force_ssh=True) == ssh
+
+
+def test_credentials_for_picks_extra_credentials_by_host() -> None:
+    from notebook_agent.environment.git_urls import credentials_for
+
+    extra = [
+        {"host": "gitlab.example.com", "user": "bot", "pass": "gl-token"},
+        {"host": "git.other.org", "username": "ann", "password": "o-pw"},
+        {"host": "incomplete.org", "user": "x"},  # skipped: no password
+    ]
+    main = {"user": "alice", "password": "main-pw"}
+    assert credentials_for("https://gitlab.example.com/a/b.git", extra=extra, **main) == ("bot", "gl-token")
+    assert credentials_for("git@git.other.org:team/r.git", extra=extra, **main) == ("ann", "o-pw")
+    assert credentials_for("https://github.com/a/b.git", extra=extra, **main) == ("alice", "main-pw")
+    assert credentials_for("https://incomplete.org/a.git", extra=extra, **main) == ("alice", "main-pw")
+    # agent.git_host scopes the main pair; the extra entries still apply to their own hosts.
+    scoped = {**main, "host": "github.com"}
+    assert credentials_for("https://gitlab.example.com/a.git", extra=extra, **scoped) == ("bot", "gl-token")
+    assert credentials_for("https://bitbucket.org/a.git", extra=extra, **scoped) == ("", "")
+    assert credentials_for("/local/repo", user="", password="") == ("", "")
