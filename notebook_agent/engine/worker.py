@@ -77,6 +77,7 @@ def build_settings(config: Config) -> BuildSettings:
         git_fetch_args=_strings(config.agent("git_fetch_args", ["--all", "--tags", "--recurse-submodules"])),
         vcs_cache_dir=_enabled_path(config, "vcs_cache"),
         pip_download_cache_dir=_enabled_path(config, "pip_download_cache"),
+        agent_wheels_dir=Path("~/.notebook_agent/agent-wheels").expanduser(),
         package_manager=str(config.agent("package_manager.type", "pip") or "pip"),
         conda_channels=_strings(config.agent("package_manager.conda_channels", [])),
         conda_pkgs_dir=Path(

@@ -62,6 +62,8 @@ class BuildSettings:
     venvs_cache_archive_dir: Path | None = None
     # agent.pip_download_cache: where pip and uv keep downloads between builds (None: their own defaults).
     pip_download_cache_dir: Path | None = None
+    # Wheels repacked from the agent's own environment (a task's `clearml` without a download); None: off.
+    agent_wheels_dir: Path | None = None
     # agent.package_manager.type: pip (default), uv (uv sync with a lock file), poetry or conda
     package_manager: str = "pip"
     conda_channels: tuple[str, ...] = ()

@@ -80,21 +80,34 @@ def select_manager(
         specs = conda_specs(script)
         channels = ", ".join(settings.conda_channels) or "none"
         reporter.log(f"package manager: conda ({len(specs)} conda specs; channels: {channels})")
-        return CondaManager(
-            env,
+        return _agent_packages_first(
+            settings,
             reporter,
-            settings.python,
-            specs=specs,
-            channels=settings.conda_channels,
-            system_site_packages=settings.system_site_packages,
-            pip_args=settings.pip_args,
-            pkgs_dir=settings.conda_pkgs_dir,
+            CondaManager(
+                env,
+                reporter,
+                settings.python,
+                specs=specs,
+                channels=settings.conda_channels,
+                system_site_packages=settings.system_site_packages,
+                pip_args=settings.pip_args,
+                pkgs_dir=settings.conda_pkgs_dir,
+            ),
         ), requirements
     # uv resolves without looking at system site packages, so with them on it would download what is there.
     use_uv = (settings.uv_replace_pip or kind == "uv") and not settings.system_site_packages
-    return PipManager(env, reporter, settings.python, settings.system_site_packages, settings.pip_args, use_uv), (
-        requirements
-    )
+    pip = PipManager(env, reporter, settings.python, settings.system_site_packages, settings.pip_args, use_uv)
+    return _agent_packages_first(settings, reporter, pip), requirements
+
+
+def _agent_packages_first(settings: BuildSettings, reporter: BuildReporter, manager: PackageManager) -> PackageManager:
+    # With system site packages the agent's own clearml is usually visible already; without them, install it from
+    # the agent's environment instead of downloading it.
+    if settings.agent_wheels_dir is None or settings.system_site_packages:
+        return manager
+    from notebook_agent.environment.agent_wheels import AgentPackagesFirst
+
+    return AgentPackagesFirst(manager, settings.agent_wheels_dir, reporter)
 
 
 def project_fingerprint(project: Path, names: tuple[str, ...]) -> dict[str, str]:
