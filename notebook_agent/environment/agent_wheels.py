@@ -157,6 +157,8 @@ class AgentPackagesFirst:
 
     def __getattr__(self, name: str) -> Any:
         # Extras of the wrapped manager (conda's task_env) stay visible.
+        if name.startswith("__") or name == "manager":
+            raise AttributeError(name)
         return getattr(self.manager, name)
 
 
