@@ -54,13 +54,16 @@ def embedded_env(server_conf: Config, env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def connect(out: TextIO, *, force_embedded: bool = False) -> tuple[Config, EmbeddedServer | None]:
+def connect(
+    out: TextIO, *, force_embedded: bool = False, env: Mapping[str, str] | None = None
+) -> tuple[Config, EmbeddedServer | None]:
     """The configuration to use, and the embedded server this process started (None when it started none).
 
-    A configured server (clearml.conf or CLEARML_* variables) is used as it is. Otherwise, the embedded server
-    of ~/.notebook_agent/server: the running one if it answers, else one started in this process.
+    A configured server (clearml.conf or CLEARML_* variables of `env`, default os.environ) is used as it is.
+    Otherwise, the embedded server of ~/.notebook_agent/server: the running one if it answers, else one started in
+    this process.
     """
-    env = dict(os.environ)
+    env = dict(os.environ if env is None else env)
     config = load_config(env=env)
     if config.api.configured and not force_embedded:
         return config, None
