@@ -74,6 +74,11 @@ agent {
         # "" disables the venv cache. Not clearml-agent's ~/.clearml/venvs-cache: the layouts differ, and each
         # agent's eviction would delete the other's entries.
         path: "~/.notebook_agent/venvs-cache"
+        # Ours: "archive" keeps one archive per entry in `path` (a mounted Google Drive: many small files there are
+        # slow and get corrupted) and unpacks it to `local_path` on use; "auto" does so on network filesystems
+        # and under /content/drive; "folder" never.
+        store: auto
+        local_path: "~/.notebook_agent/venvs-local"
     }
     vcs_cache {
         enabled: true

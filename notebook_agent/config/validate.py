@@ -161,6 +161,8 @@ _RULES: tuple[_Rule, ...] = (
         "pip, conda, poetry or uv",
         "type: pip",
     ),
+    _Rule("agent.venvs_cache.store", _choice("auto", "folder", "archive"), "auto, folder or archive", "store: auto"),
+    _Rule("agent.venvs_cache.local_path", _text, "a folder path", 'local_path: "~/.notebook_agent/venvs-local"'),
     _Rule("agent.package_manager.conda_channels", _str_list, "a list of strings", 'conda_channels: ["conda-forge"]'),
     _Rule(
         "agent.package_manager.uv_sync_extra_args",

@@ -21,11 +21,15 @@ from notebook_agent.engine.runner import RunnerSettings, TaskOutcome, TaskRunner
 from notebook_agent.engine.stats_reporter import StatsReporter
 from notebook_agent.engine.worker_id import lease_worker_id
 from notebook_agent.environment import BuildSettings
+from notebook_agent.environment.archive_store import use_archive
+from notebook_agent.environment.cache import VenvCache
 
 logger = logging.getLogger(__name__)
 
 STATE_DIR = Path("~/.notebook_agent").expanduser()
 CACHE_LAYOUT = "notebook-agent-v1"
+DEFAULT_LOCAL_CACHE = "~/.notebook_agent/venvs-local"  # where archived cache entries are unpacked
+ARCHIVE_WAIT_SEC = 120.0  # on leaving, how long cache archives still being written may take
 LONG_POLL_SEC = 20.0  # how long our embedded server may hold an empty get_next_task (woken on pause/stop)
 
 
@@ -54,11 +58,11 @@ def build_settings(config: Config) -> BuildSettings:
     pip_args: list[str] = []
     for url in _strings(config.agent("package_manager.extra_index_url", [])):
         pip_args += ["--extra-index-url", url]
-    cache_path = str(config.agent("venvs_cache.path", "") or "").strip()
+    cache_dir, archive_dir = _venvs_cache_dirs(config)
     return BuildSettings(
         python=str(config.agent("python_binary", "") or BuildSettings().python),
-        # A subfolder, so a cache path shared with clearml-agent never mixes the two layouts.
-        venvs_cache_dir=Path(cache_path).expanduser() / CACHE_LAYOUT if cache_path else None,
+        venvs_cache_dir=cache_dir,
+        venvs_cache_archive_dir=archive_dir,
         venvs_cache_max_entries=int(config.agent("venvs_cache.max_entries", 10)),
         venvs_cache_free_space_threshold_gb=float(config.agent("venvs_cache.free_space_threshold_gb", 2.0)),
         # In Colab a task reuses the preinstalled torch & co. instead of downloading gigabytes again.
@@ -89,6 +93,20 @@ def build_settings(config: Config) -> BuildSettings:
             config.agent("package_manager.poetry_files_from_repo_working_dir", False)
         ),
     )
+
+
+def _venvs_cache_dirs(config: Config) -> tuple[Path | None, Path | None]:
+    """(the cache folder, the archive folder): agent.venvs_cache.path is the cache itself, or (on a network
+    filesystem such as a mounted Google Drive, or with `store: archive`) where archives are kept, unpacked to
+    agent.venvs_cache.local_path. Each gets a subfolder, so a path shared with clearml-agent never mixes layouts."""
+    cache_path = str(config.agent("venvs_cache.path", "") or "").strip()
+    if not cache_path:
+        return None, None
+    path = Path(cache_path).expanduser()
+    if use_archive(path, str(config.agent("venvs_cache.store", "auto") or "auto")):
+        local = Path(str(config.agent("venvs_cache.local_path", "") or DEFAULT_LOCAL_CACHE)).expanduser()
+        return local / CACHE_LAYOUT, path / CACHE_LAYOUT
+    return path / CACHE_LAYOUT, None
 
 
 def _enabled_path(config: Config, section: str) -> Path | None:
@@ -233,6 +251,9 @@ class Worker:
                 except APIError as err:
                     logger.warning("could not unregister %s: %s", self.worker_id, err)
             lease.close()
+            # A cache entry still being archived (to a mounted Drive) would be lost with the process.
+            if not VenvCache.wait_for_archives(ARCHIVE_WAIT_SEC):
+                logger.warning("venv cache archives still uploading after %.0f s; leaving them", ARCHIVE_WAIT_SEC)
             self._set_state(WorkerState.OFFLINE)
 
     def _make_runner(self) -> TaskRunner:

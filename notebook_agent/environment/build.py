@@ -260,13 +260,13 @@ def _from_cache(
         reporter.log(f"not cached: requirements refer to local files ({mask_text(local)})")
         return None
     inputs = manager.cache_key_inputs()
-    if inputs is None:
-        reporter.log("not cached: this package manager's environments are not cached")
+    if inputs is None:  # the manager has logged why
         return None
     cache = VenvCache(
         settings.venvs_cache_dir,
         max_entries=settings.venvs_cache_max_entries,
         free_space_threshold_gb=settings.venvs_cache_free_space_threshold_gb,
+        archive_root=settings.venvs_cache_archive_dir,
     )
     try:
         return cache.provide(

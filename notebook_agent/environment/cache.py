@@ -15,6 +15,16 @@ A task's thin venv (`work_dir/venv`) has its own pyvenv.cfg, interpreter symlink
 own venv (pip will not uninstall outside the active environment), and two tasks never share a writable environment.
 The entry's console scripts are rewritten into the thin venv's bin/ with its python in the shebang. Making one
 costs a few hundred small file operations, not a copy of the environment.
+
+With an archive store (`archive_root`: the configured path on a network or FUSE filesystem, e.g. a mounted Google
+Drive; see archive_store.py), the folder above is a local working copy (`agent.venvs_cache.local_path`) and every
+entry is also kept in the store as one archive:
+
+    <archive_root>/<key>.tar.gz    the entry folder, packed after its build by a background thread
+    <archive_root>/<key>.json      its meta.json, checksum and last use (the store's own LRU and max_entries)
+
+A local miss unpacks the archive into the working copy (under the key's lease) before it builds; a build is
+archived without delaying its task. The store failing (unmounted, full, damaged archives) only costs a build.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from notebook_agent.environment.archive_store import ARCHIVER, ArchiveStore
 from notebook_agent.environment.cache_key import CACHE_FORMAT, cache_key, normalize_requirements
 from notebook_agent.environment.commands import mask_text
 from notebook_agent.environment.reporter import BuildReporter
@@ -167,10 +178,19 @@ class VenvCache:
     """The cache directory: look up, build, lease and evict entries. Safe across threads and across agents that
     share the directory (flock); see the module docstring for the layout."""
 
-    def __init__(self, root: Path, *, max_entries: int = 10, free_space_threshold_gb: float = 2.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_entries: int = 10,
+        free_space_threshold_gb: float = 2.0,
+        archive_root: Path | None = None,
+    ) -> None:
         self.root = Path(root).expanduser().absolute()
         self.max_entries = max(1, int(max_entries))
         self.free_space_threshold_gb = float(free_space_threshold_gb)
+        # With a store, `root` is the local working copy and the store keeps its own max_entries archives.
+        self.archive = ArchiveStore(archive_root, max_entries=self.max_entries) if archive_root is not None else None
 
     def entry_path(self, key: str) -> Path:
         return self.root / key
@@ -322,36 +342,72 @@ class VenvCache:
         reporter.step("cache", 0.2)
         lease = self.acquire(key)
         try:
-            entry = self.lookup(key)
-            if entry is None and self.entry_path(key).exists():
-                # Damaged (or from a foreign tool): remove it unless someone uses it, then look again.
-                lease.close()
-                self._remove(key)
-                lease = self.acquire(key)
-                entry = self.lookup(key)
-                if entry is None and self.entry_path(key).exists():
-                    raise OSError(f"cache entry {short} is damaged (no valid meta.json) and in use")
+            entry, lease = self._valid_entry(key, lease)
             hit = entry is not None
+            unpacked: float | None = None
+            if entry is None and self.archive is not None:
+                unpack_started = time.perf_counter()
+                if self.archive.fetch(key, self.root, reporter=reporter):
+                    entry, lease = self._valid_entry(key, lease)
+                    unpacked = time.perf_counter() - unpack_started if entry is not None else None
             if entry is None:
                 reporter.log(f"cache miss {short}: building")
                 logger.info("venv cache miss %s: building", short)
                 entry = self.build(key, manager, requirements, inputs=inputs, cwd=cwd, env=env, reporter=reporter)
             python = make_thin_venv(entry, dest)
-            self.touch(entry)
+            entry = self.touch(entry)
             elapsed = time.perf_counter() - started
-            if hit:
+            if unpacked is not None:
+                reporter.log(f"cache hit {short} (unpacked from archive in {unpacked:.1f} s): ready in {elapsed:.1f} s")
+                logger.info("venv cache hit %s: unpacked from archive in %.1f s", short, unpacked)
+            elif hit:
                 reporter.log(f"cache hit {short}: environment ready in {elapsed:.3f} s")
                 logger.info("venv cache hit %s: environment ready in %.3f s", short, elapsed)
             else:
                 reporter.log(f"cache {short}: built and ready in {elapsed:.1f} s")
                 logger.info("venv cache %s: built and ready in %.1f s", short, elapsed)
+            if not hit:  # a new local entry, built or unpacked
                 evicted = self.evict(protect={key})
                 if evicted:
                     reporter.log(f"cache: evicted {', '.join(k[:12] for k in evicted)}")
-            return CachedEnvironment(python, entry.frozen, lease, hit, key)
+            self._sync_archive(entry)
+            return CachedEnvironment(python, entry.frozen, lease, hit or unpacked is not None, key)
         except BaseException:
             lease.close()
             raise
+
+    @staticmethod
+    def wait_for_archives(timeout: float | None = None) -> bool:
+        """Wait until the archiving threads of every VenvCache in this process have ended, at most `timeout`
+        seconds (None: no limit); True when none is left running."""
+        return ARCHIVER.wait(timeout)
+
+    def _valid_entry(self, key: str, lease: CacheLease) -> tuple[CacheEntry | None, CacheLease]:
+        """The entry for `key` (None when there is none) and the caller's lease, taken again if a damaged folder
+        had to be removed (that needs the key unleased)."""
+        entry = self.lookup(key)
+        if entry is None and self.entry_path(key).exists():
+            # Damaged (or from a foreign tool): remove it unless someone uses it, then look again.
+            lease.close()
+            self._remove(key)
+            lease = self.acquire(key)
+            entry = self.lookup(key)
+            if entry is None and self.entry_path(key).exists():
+                lease.close()
+                raise OSError(f"cache entry {key[:12]} is damaged (no valid meta.json) and in use")
+        return entry, lease
+
+    def _sync_archive(self, entry: CacheEntry) -> None:
+        """Archive `entry` when the store lacks it, else record its use there, in the background (the task does
+        not wait). The job holds its own lease, so the local entry is not evicted while it is packed."""
+        if self.archive is None:
+            return
+        try:
+            lease = self.acquire(entry.key)
+        except OSError as exc:
+            logger.warning("venv cache %s: not archived: %s", entry.key[:12], exc)
+            return
+        ARCHIVER.submit(self.archive, entry.path, entry.key, entry.meta, lease)
 
     def _low_on_space(self) -> bool:
         if self.free_space_threshold_gb <= 0:

@@ -77,6 +77,7 @@ class CondaManager:
     def cache_key_inputs(self) -> Mapping[str, Any] | None:
         # A conda prefix hard-codes its own path (in scripts and binaries), so it can't be moved into a cache. As in
         # clearml-agent, repeats are fast through the package cache (pkgs_dir) instead.
+        self.reporter.log("not cached: a conda prefix hard-codes its own path; packages are linked from the cache")
         return None
 
     def task_env(self, python: Path) -> dict[str, str]:

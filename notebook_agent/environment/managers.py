@@ -1,5 +1,5 @@
-"""The seam between a build and its package manager: pip mode (installing with uv pip or pip) now; uv sync,
-poetry and conda slot in beside it."""
+"""The seam between a build and its package manager (the PackageManager protocol) and pip mode, which installs
+with uv pip or pip; uv sync, poetry and conda implement the same protocol in their own modules."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ class PackageManager(Protocol):
 
     def cache_key_inputs(self) -> Mapping[str, Any] | None:
         """Everything besides the requirements that decides what this manager builds (the venv cache key: the
-        manager, the interpreter's identity and platform, its options); None when its environments can't be cached."""
+        manager, the interpreter's identity and platform, its options); None when this environment can't be cached
+        (the manager then logs why, as a "not cached: ..." line)."""
         ...
 
 

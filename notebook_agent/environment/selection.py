@@ -3,7 +3,6 @@ poetry or uv sync when the repository has their project files, conda when asked,
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,16 +107,6 @@ def _agent_packages_first(settings: BuildSettings, reporter: BuildReporter, mana
     from notebook_agent.environment.agent_wheels import AgentPackagesFirst
 
     return AgentPackagesFirst(manager, settings.agent_wheels_dir, reporter)
-
-
-def project_fingerprint(project: Path, names: tuple[str, ...]) -> dict[str, str]:
-    """sha256 of each project file that exists (the venv cache key of a project manager)."""
-    found = {}
-    for name in names:
-        path = project / name
-        if path.is_file():
-            found[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return found
 
 
 def _has_any(folder: Path, names: tuple[str, ...]) -> bool:

@@ -52,3 +52,27 @@ def test_agent_keys(tmp_path: Path) -> None:
     assert settings.git_fetch_args == ("--tags",)
     assert settings.git_extra_credentials == ({"host": "gitlab.example.com", "user": "bot", "pass": "tok-1"},)
     assert "tok-1" not in repr(settings)
+
+
+def test_venvs_cache_on_drive_is_archive_backed(tmp_path: Path) -> None:
+    folder = _settings(tmp_path, 'agent { venvs_cache { path: "/data/cache", store: folder } }')
+    assert folder.venvs_cache_dir == Path("/data/cache/notebook-agent-v1") and folder.venvs_cache_archive_dir is None
+    drive = _settings(tmp_path, 'agent { venvs_cache { path: "/content/drive/MyDrive/venvs" } }')
+    assert drive.venvs_cache_archive_dir == Path("/content/drive/MyDrive/venvs/notebook-agent-v1")
+    assert drive.venvs_cache_dir == Path("~/.notebook_agent/venvs-local/notebook-agent-v1").expanduser()
+    forced = _settings(tmp_path, 'agent { venvs_cache { path: "/x", store: archive, local_path: "/fast" } }')
+    assert (forced.venvs_cache_dir, forced.venvs_cache_archive_dir) == (
+        Path("/fast/notebook-agent-v1"),
+        Path("/x/notebook-agent-v1"),
+    )
+    off = _settings(tmp_path, 'agent { venvs_cache { path: "" } }')
+    assert off.venvs_cache_dir is None and off.venvs_cache_archive_dir is None
+
+
+def test_bad_store_value_names_the_key(tmp_path: Path) -> None:
+    import pytest
+
+    from notebook_agent.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"agent\.venvs_cache\.store.*auto, folder or archive"):
+        _settings(tmp_path, "agent { venvs_cache { store: zip } }")
