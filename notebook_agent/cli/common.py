@@ -97,11 +97,9 @@ class ConsolePrinter:
         elif isinstance(event, TaskPhaseChanged):
             line = f"[task {event.task_id[:8]}] {event.phase.value}" + (f" ({event.reason})" if event.reason else "")
         elif isinstance(event, EnvBuildStep):
-            if event.seconds is not None or (event.detail and not self.show_logs):
-                return  # step ends and package counts are in the task log, printed below
-            line = f"[task {event.task_id[:8]}] environment: {event.step}" + (
-                f" ({event.detail})" if event.detail else ""
-            )
+            if self.show_logs or event.seconds is not None or event.detail:
+                return  # the task log (printed below) has each step, its seconds and its package counts
+            line = f"[task {event.task_id[:8]}] environment: {event.step}"
         elif isinstance(event, TaskLogLines) and self.show_logs:
             line = "\n".join(f"[task {event.task_id[:8]}] {text}" for text in event.lines)
         else:

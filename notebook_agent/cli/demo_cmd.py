@@ -12,6 +12,7 @@ from notebook_agent.cli.common import ConsolePrinter, connect
 from notebook_agent.engine.events import EventBus, TaskPhase
 from notebook_agent.engine.queue_lookup import resolve_queues
 from notebook_agent.engine.worker import Worker, WorkerOptions
+from notebook_agent.environment.interpreter import sdk_binary
 
 DEMO_QUEUE = "notebook-agent-demo"
 DEMO_TASK = Path(__file__).with_name("demo_task.py")
@@ -30,7 +31,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         (queue,) = resolve_queues(session, [DEMO_QUEUE], create=True)
         project = api.projects.get_or_create(session, "notebook-agent demo")
-        script = {"binary": "python3", "entry_point": DEMO_TASK.name, "working_dir": ".", "diff": DEMO_TASK.read_text()}
+        script = {
+            "binary": sdk_binary(),
+            "entry_point": DEMO_TASK.name,
+            "working_dir": ".",
+            "diff": DEMO_TASK.read_text(),
+        }
         task_id = api.tasks.create(session, "notebook-agent demo task", "training", project=project, script=script)
         api.tasks.enqueue(session, task_id, queue=queue.id)
         print(f"submitted task {task_id} to queue {DEMO_QUEUE}", flush=True)

@@ -10,6 +10,7 @@ from notebook_agent import api
 from notebook_agent.api import APIError
 from notebook_agent.cli.common import connect
 from notebook_agent.engine.queue_lookup import QueueNotFoundError, resolve_queues
+from notebook_agent.environment.interpreter import sdk_binary
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +34,7 @@ def task_script(args: argparse.Namespace) -> dict:
     requirements = {"pip": args.requirements.read_text()} if args.requirements else {}
     if args.script is not None:
         return {
-            "binary": "python3",
+            "binary": sdk_binary(),
             "repository": "",
             "entry_point": args.script.name,
             "working_dir": ".",
@@ -43,7 +44,7 @@ def task_script(args: argparse.Namespace) -> dict:
     if not args.entry_point:
         raise ValueError("--entry-point is required with --repo")
     return {
-        "binary": "python3",
+        "binary": sdk_binary(),
         "repository": args.repo,
         "branch": args.branch,
         "version_num": args.commit,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -98,3 +99,9 @@ def choose_python(
         f"python{wanted} requested by the task (script.binary) is not installed; installed: {listing}. "
         "Install it, or set agent.ignore_requested_python_version: true to use the agent's Python",
     )
+
+
+def sdk_binary() -> str:
+    """`script.binary` as the clearml SDK writes it for this interpreter ("python3.11"); clearml-agent reads a bare
+    "python3" as a Python older than 3.9 and adds build steps for it."""
+    return f"python{sys.version_info.major}.{sys.version_info.minor}"

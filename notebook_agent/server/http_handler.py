@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 import uuid
 from http import cookies
@@ -60,6 +61,15 @@ class ApiServer(ThreadingHTTPServer):
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, ApiRequestHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away mid-answer (an agent stopping, a timed-out poll) is routine, not a traceback on
+        # the host's stderr (a notebook cell, the CLI): note it in the debug log; anything else is logged fully.
+        kind = sys.exc_info()[0]
+        if kind is not None and issubclass(kind, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)):
+            logger.debug("client %s disconnected mid-request", client_address)
+            return
+        logger.exception("embedded server: error while answering %s", client_address)
 
     def track(self, connection: socket.socket, alive: bool) -> None:
         with self._connections_lock:

@@ -1,0 +1,82 @@
+"""`python -m bench [--quick] [--scenario NAME ...] [--rounds N]`: run scenarios, write JSON, print the table."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from bench.report import format_table, machine, rows_from_samples, write_results
+from bench.scenarios import SCENARIOS, ScenarioContext
+
+DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description="notebook-agent vs clearml-agent benchmarks")
+    p.add_argument("--quick", action="store_true", help="one round, smallest case, short deadlines (about a minute)")
+    p.add_argument(
+        "--scenario", nargs="+", choices=sorted(SCENARIOS), default=sorted(SCENARIOS), help="scenarios to run"
+    )
+    p.add_argument("--rounds", type=int, default=None, help="rounds per scenario (default: the scenario's own)")
+    p.add_argument(
+        "--results-dir",
+        type=Path,
+        default=Path(os.environ.get("BENCH_RESULTS_DIR") or DEFAULT_RESULTS),
+        help="where <scenario>-<timestamp>.json goes (default: $BENCH_RESULTS_DIR or bench/results)",
+    )
+    p.add_argument("--keep", action="store_true", help="keep the temporary folders (agent logs, venvs) for a look")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
+    failed = False
+    for name in args.scenario:
+        scenario = SCENARIOS[name]
+        work_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+        started, machine_before = time.time(), machine()
+        try:
+            result = scenario.run(ScenarioContext(work_dir, args.rounds, args.quick, args.keep))
+        finally:
+            if args.keep:
+                print(f"kept {work_dir}", file=sys.stderr)
+            else:
+                shutil.rmtree(work_dir, ignore_errors=True)
+        rows = rows_from_samples(result.samples, list(result.metrics))
+        shown = [row for row in rows if row.metric in (result.table or result.metrics)]
+        payload = {
+            "scenario": name,
+            "description": scenario.DESCRIPTION,
+            "command": command,
+            "quick": args.quick,
+            "started": datetime.fromtimestamp(started).isoformat(timespec="seconds"),
+            "duration_s": round(time.time() - started, 1),
+            "machine": machine_before,
+            "loadavg_after": machine()["loadavg"],
+            "settings": result.settings,
+            "metrics": result.metrics,
+            "summary": [row.as_dict() for row in rows],
+            "errors": result.errors,
+            "samples": result.samples,
+        }
+        path = write_results(args.results_dir, name, payload)
+        print(f"\n## {name} ({payload['duration_s']} s, results in {path})\n")
+        print(format_table(shown))
+        for error in result.errors:
+            print(f"not completed: {error}")
+        failed = failed or not result.ok
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
