@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Agent", "AgentError", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["Agent", "AgentError", "current_agent", "load_ipython_extension", "unload_ipython_extension"]
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -29,4 +29,9 @@ def __getattr__(name: str) -> Any:
         from notebook_agent.notebook import agent
 
         return getattr(agent, name)
+    if name == "current_agent":
+        # The agent `%load_ext notebook_agent` and `%agent` control, for code in the same kernel.
+        from notebook_agent.notebook.extension import agent as current_agent
+
+        return current_agent
     raise AttributeError(f"module 'notebook_agent' has no attribute {name!r}")

@@ -136,6 +136,13 @@ agent {
     propagate_exitcode: false
     temp_stdout_file_dir: ""
     force_task_init: false
+
+    # Ours: what the notebook agent does with a running task when the notebook shuts down (`%unload_ext`, the
+    # kernel exiting): "abort" it (reported stopped), or "drain" (wait up to drain_timeout_sec, then abort).
+    notebook {
+        shutdown: abort
+        drain_timeout_sec: 60
+    }
 }
 """
 

@@ -183,6 +183,9 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("agent.pip_download_cache.path", _text, "a folder path", 'path: "~/.clearml/pip-download-cache"'),
     _Rule("agent.uptime", _str_list, "a list of strings", 'uptime: ["17-20 SUN,TUE"]'),
     _Rule("agent.downtime", _str_list, "a list of strings", 'downtime: ["0-6 SAT,SUN"]'),
+    _Rule("agent.notebook", _section, "a section", "notebook { shutdown: abort }"),
+    _Rule("agent.notebook.shutdown", _choice("abort", "drain"), "abort or drain", "shutdown: drain"),
+    _Rule("agent.notebook.drain_timeout_sec", _positive, _SECONDS, "drain_timeout_sec: 60"),
 )
 
 

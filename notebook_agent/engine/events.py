@@ -71,6 +71,7 @@ class TaskPhaseChanged(Event):
     phase: TaskPhase
     reason: str = ""
     exit_code: int | None = None
+    task_name: str = ""  # known from the building phase on (the queue entry carries only the id)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from notebook_agent import api
 from notebook_agent.api import APIError
 from notebook_agent.config import ApiConfig
+from notebook_agent.engine import task_registry
 from notebook_agent.engine.abort_watch import AbortWatch
 from notebook_agent.engine.events import EnvBuildStep, EventBus, TaskLogLines, TaskPhase, TaskPhaseChanged
 from notebook_agent.engine.log_shipper import LogShipper
@@ -46,6 +47,8 @@ class RunnerSettings:
     # runs it in docker mode, where it cannot touch the host.
     setup_script_enabled: bool = False
     default_setup_script: str = ""
+    # Where the running task's pid file goes (`<state_dir>/running/<task_id>.json`, see task_registry); None: none.
+    state_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -90,14 +93,22 @@ class TaskRunner:
         self.base_env = dict(os.environ if base_env is None else base_env)
         self._lock = threading.Lock()
         self._aborts: dict[str, threading.Event] = {}
+        self._abort_reasons: dict[str, str] = {}  # the status_reason an abort asked for (the first one wins)
+        self._watches: dict[str, AbortWatch] = {}
 
     # public API -------------------------------------------------------------------------------------------
-    def abort(self, task_id: str) -> bool:
-        """Ask the running task `task_id` to stop; False if it is not running here."""
+    def abort(self, task_id: str, reason: str = "user abort") -> bool:
+        """Ask the running task `task_id` to stop, `reason` becoming its status_reason; False if it is not
+        running here."""
         with self._lock:
             event = self._aborts.get(task_id)
+            if event is not None:
+                self._abort_reasons.setdefault(task_id, reason)
+            watch = self._watches.get(task_id)
         if event is None:
             return False
+        if watch is not None:
+            watch.trigger(reason)  # before the event: the watch's own poll would call it a plain "user abort"
         event.set()
         return True
 
@@ -129,8 +140,11 @@ class TaskRunner:
             return self._finish(task_id, shipper, TaskPhase.FAILED, reason[:500])
         finally:
             shipper.close()  # already closed on the usual paths; this covers an error on the way
+            task_registry.remove(self.settings.state_dir, task_id)  # the process has ended on every path here
             with self._lock:
                 self._aborts.pop(task_id, None)
+                self._abort_reasons.pop(task_id, None)
+                self._watches.pop(task_id, None)
             if not self.settings.keep_work_dirs:
                 shutil.rmtree(work_dir, ignore_errors=True)
 
@@ -150,7 +164,7 @@ class TaskRunner:
         self._agent_lines(task_id, shipper, [f"task {task_id} pulled{origin} by worker {self.worker_id}"])
         task = api.tasks.get_by_id(self.session, task_id)
 
-        self._phase(task_id, TaskPhase.BUILDING)
+        self._phase(task_id, TaskPhase.BUILDING, task_name=str(task.get("name") or ""))
         work_dir.mkdir(parents=True, exist_ok=True)
         config_file = write_task_config(work_dir / "clearml.conf", self.api_config)
         env = task_environment(
@@ -184,7 +198,7 @@ class TaskRunner:
     ) -> TaskOutcome:
         task_id = task["id"]
         if local_abort.is_set():
-            return self._finish(task_id, shipper, TaskPhase.STOPPED, "user abort")
+            return self._finish(task_id, shipper, TaskPhase.STOPPED, self._abort_reason(task_id))
         self._set_requirements(task, prepared.frozen)
 
         api.tasks.started(self.session, task_id, force=True, status_reason="worker starting task execution")
@@ -197,9 +211,14 @@ class TaskRunner:
 
         process = TaskProcess(prepared.argv, cwd=prepared.cwd, env={**env, **prepared.env}, on_output=on_output)
         process.start()
+        # A pid file, so that the next kernel can reap the task if this one dies while it runs.
+        api_server = self.api_config.api_server
+        task_registry.register(self.settings.state_dir, task_id, self.worker_id, api_server, process.pid)
         watch = AbortWatch(
             self.session, task_id, local_abort, poll_sec=self.settings.abort_poll_sec, ping_sec=self.settings.ping_sec
         )
+        with self._lock:
+            self._watches[task_id] = watch
         watch.start()
         try:
             exit_code = self._wait(process, watch, task_id, local_abort)
@@ -221,7 +240,7 @@ class TaskRunner:
                     return process.poll()
                 continue
             if local_abort.is_set():
-                watch.trigger("user abort")
+                watch.trigger(self._abort_reason(task_id))
             if watch.triggered.is_set():
                 self._phase(task_id, TaskPhase.ABORTING, watch.reason)
                 return process.terminate_tree(self.settings.grace_sec)
@@ -287,9 +306,15 @@ class TaskRunner:
             logger.info("could not store the frozen requirements of %s: %s", task["id"], err)
 
     # helpers ----------------------------------------------------------------------------------------------
+    def _abort_reason(self, task_id: str) -> str:
+        with self._lock:
+            return self._abort_reasons.get(task_id, "user abort")
+
     def _agent_lines(self, task_id: str, shipper: LogShipper, lines: list[str]) -> None:
         shipper.add("agent", lines)
         self.bus.publish(TaskLogLines(task_id, "agent", tuple(lines)))
 
-    def _phase(self, task_id: str, phase: TaskPhase, reason: str = "", exit_code: int | None = None) -> None:
-        self.bus.publish(TaskPhaseChanged(task_id, phase, reason, exit_code))
+    def _phase(
+        self, task_id: str, phase: TaskPhase, reason: str = "", exit_code: int | None = None, task_name: str = ""
+    ) -> None:
+        self.bus.publish(TaskPhaseChanged(task_id, phase, reason, exit_code, task_name))

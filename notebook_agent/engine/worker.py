@@ -171,8 +171,8 @@ class Worker:
         self._thread = threading.Thread(target=self._run_guarded, name="notebook-agent-worker", daemon=True)
         self._thread.start()
 
-    def stop(self, drain: bool = False, timeout: float | None = None) -> None:
-        """Leave: after the running task ends (`drain`), or now, aborting it."""
+    def stop(self, drain: bool = False, timeout: float | None = None, reason: str = "user abort") -> None:
+        """Leave: after the running task ends (`drain`), or now, aborting it (`reason`: its status_reason)."""
         self._drain = drain
         if drain and self.current is not None:
             self._set_state(WorkerState.DRAINING)
@@ -180,7 +180,7 @@ class Worker:
         self._resume.set()
         if not drain and self._runner is not None:
             for task_id in self._runner.running:
-                self._runner.abort(task_id)
+                self._runner.abort(task_id, reason)
         if self._long_poll and self.current is None:
             self._end_long_poll(leaving=True)
         if self._thread is not None and threading.current_thread() is not self._thread:
@@ -265,6 +265,7 @@ class Worker:
             grace_sec=self.options.grace_sec,
             setup_script_enabled=bool(self.config.agent("enable_setup_shell_script", False)),
             default_setup_script=str(self.config.agent("default_setup_shell_script", "") or ""),
+            state_dir=self.options.state_dir,
         )
         return TaskRunner(self.session, self.config.api, self.worker_id, settings, bus=self.bus, base_env=self.base_env)
 

@@ -3,6 +3,8 @@ keeps a PanelState from its events; the magics and the widgets are thin layers o
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import io
 import logging
 import os
@@ -13,17 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from notebook_agent.cli.common import connect
-from notebook_agent.config import Config
+from notebook_agent.config import ApiConfig, Config, ConfigError, load_config
+from notebook_agent.engine import task_registry
 from notebook_agent.engine.events import EventBus
-from notebook_agent.engine.worker import Worker, WorkerOptions
+from notebook_agent.engine.worker import STATE_DIR, Worker, WorkerOptions
+from notebook_agent.environment.interpreter import sdk_binary
 from notebook_agent.monitor.machine import MachineMonitor
 from notebook_agent.monitor.nvml import GpuMonitor
 from notebook_agent.notebook.state import PanelState, Snapshot, TaskView
-from notebook_agent.server import EmbeddedServer
+from notebook_agent.server import DEFAULT_DATA_DIR, EmbeddedServer
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_SEC = 2.0  # the panel's own machine/GPU sampling period (the server gets a report every 30 s)
+SHUTDOWN_REASON = "the notebook shut down while the task ran (agent unloaded or kernel exiting)"
+SHUTDOWN_ABORT_SEC = 10.0  # beyond the task's SIGTERM grace: its last log lines, its status, the unregister
 
 
 class AgentError(Exception):
@@ -86,6 +92,24 @@ class Agent:
             self.messages.append(f"using the ClearML server at {config.api.api_server}")
         return config
 
+    @property
+    def connected(self) -> bool:
+        """True once a configuration is given or loaded; reading `config` before may start the embedded server."""
+        return self._config is not None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """A copy of the environment the configuration is read from (the panel finds clearml.conf with it)."""
+        return dict(self._env)
+
+    def use_config(self, config: Config | None = None) -> None:
+        """Use `config` from now on, or (None) read clearml.conf and CLEARML_* again at the next use: after the
+        panel saved credentials or chose the embedded server. A running worker keeps its configuration until
+        it is stopped and started again."""
+        with self._lock:
+            self._config = config
+            self.messages.clear()
+
     def config_text(self) -> str:
         """The effective configuration as HOCON-like text, secrets masked."""
         return _format_tree(self.config.masked())
@@ -118,6 +142,10 @@ class Agent:
             self.worker = Worker(self.config, worker_options, bus=self.bus, base_env=self._env)
             self.worker.start()
             self._start_sampler()
+            # A graceful kernel exit stops the worker; a killed kernel never runs this, the next load reaps.
+            atexit.unregister(self._on_exit)
+            atexit.register(self._on_exit)
+        self.reap_leftovers()
         return self
 
     def stop(self, drain: bool = False, timeout: float | None = None) -> None:
@@ -145,8 +173,60 @@ class Agent:
         task = self.state.snapshot().task(task_id)
         return bool(task and task.running and worker.abort(task.task_id))
 
+    def submit(
+        self,
+        source: str,
+        *,
+        name: str = "notebook task",
+        queue: str | None = None,
+        project: str = "notebook-agent",
+        requirements: str = "",
+    ) -> str:
+        """Create a task that runs the Python `source` (no repository, as the SDK stores a single script) and
+        enqueue it on `queue` (default: this agent's first queue); returns the task id."""
+        from notebook_agent import api
+        from notebook_agent.engine.queue_lookup import resolve_queues
+
+        script = {
+            "binary": sdk_binary(),
+            "repository": "",
+            "entry_point": "task.py",
+            "working_dir": ".",
+            "diff": source,
+            "requirements": {"pip": requirements} if requirements else {},
+        }
+        target = queue or (self.queues[0] if self.queues else "")
+        session = api.Session.from_config(self.config.api)
+        try:
+            (queue_ref,) = resolve_queues(session, [target] if target else [])
+            project_id = api.projects.get_or_create(session, project)
+            task_id = api.tasks.create(session, name, "training", project=project_id, script=script)
+            api.tasks.enqueue(session, task_id, queue=queue_ref.id)
+        finally:
+            session.close()
+        return task_id
+
+    def wait(self, *task_ids: str, timeout: float = 600.0) -> list[TaskView]:
+        """Block (this cell only; the agent goes on) until the tasks ran here to an end; returns their views.
+        Raises AgentError naming the tasks still unfinished after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = self.snapshot()
+            views = [snap.task(task_id) for task_id in task_ids]
+            if all(view is not None and view.phase.final for view in views):
+                return [view for view in views if view is not None]
+            if snap.error:
+                raise AgentError(f"the worker stopped: {snap.error}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                pending = [t for t, v in zip(task_ids, views, strict=True) if v is None or not v.phase.final]
+                raise AgentError(f"tasks not finished after {timeout:.0f} s: {', '.join(pending)}")
+            self.state.changed.clear()
+            self.state.changed.wait(min(left, 1.0))
+
     def close(self) -> None:
         """Stop the worker (aborting its task) and the embedded server this agent started."""
+        atexit.unregister(self._on_exit)
         self.stop(drain=False, timeout=30.0)
         self._stop_sampling.set()
         self.state.close()
@@ -154,11 +234,56 @@ class Agent:
             self.server.stop()
             self.server = None
 
+    # kernel lifecycle: shutdown, and what an earlier kernel left behind -----------------------------------------
+    def shutdown(self) -> None:
+        """Leave because the notebook shuts down (`%unload_ext`, the kernel exiting): abort the running task,
+        reported stopped with SHUTDOWN_REASON, or with `agent.notebook.shutdown: drain` let it finish within
+        `agent.notebook.drain_timeout_sec` first. Returns within that timeout plus the task's SIGTERM grace and
+        SHUTDOWN_ABORT_SEC; the worker thread is a daemon, so nothing else holds up the interpreter's exit."""
+        worker = self.worker
+        if worker is None or not self.running:
+            return
+        config = worker.config  # the worker's own: reading self.config again could connect anew
+        if str(config.agent("notebook.shutdown", "abort")) == "drain":
+            worker.stop(drain=True, timeout=float(config.agent("notebook.drain_timeout_sec", 60)))
+        if self.running:
+            worker.stop(drain=False, timeout=worker.options.grace_sec + SHUTDOWN_ABORT_SEC, reason=SHUTDOWN_REASON)
+        self._stop_sampling.set()
+
+    def reap_leftovers(self) -> threading.Thread:
+        """In a daemon thread (loading never waits on the server): end the task processes that a dead kernel
+        left running and mark their tasks stopped (engine.task_registry.reap); each one leaves a line in
+        `messages`."""
+        thread = threading.Thread(target=self._reap, name="notebook-agent-reaper", daemon=True)
+        thread.start()
+        return thread
+
+    def _reap(self) -> None:
+        try:
+            sessions = task_registry.session_factory(_known_servers(self._config, self._env))
+            reaped = task_registry.reap(self.state_dir or STATE_DIR, sessions)
+        except Exception:  # a daemon thread: say it, never raise into the kernel
+            logger.exception("reaping the tasks of an earlier kernel failed")
+            return
+        self.messages.extend(item.message() for item in reaped)
+
+    def _on_exit(self) -> None:
+        try:
+            self.shutdown()
+        except Exception:  # atexit would print a traceback into a dying kernel's output
+            logger.exception("notebook-agent shutdown failed")
+
     # reading ------------------------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
         worker = self.worker
         return worker is not None and worker._thread is not None and worker._thread.is_alive()
+
+    @property
+    def paused(self) -> bool:
+        """True between pause() and resume(); the state shows PAUSED once the running task, if any, has ended."""
+        worker = self.worker
+        return worker is not None and self.running and not worker._resume.is_set()
 
     @property
     def worker_id(self) -> str:
@@ -190,6 +315,7 @@ class Agent:
             lines.append("recent: " + "; ".join(_task_line(t) for t in finished))
         if snap.error:
             lines.append(f"error: {snap.error}")
+        lines.extend(f"note: {m}" for m in self.messages if "outlived its kernel" in m)
         return "\n".join(lines)
 
     def logs(self, task_id: str | None = None, lines: int = 50) -> str:
@@ -272,3 +398,13 @@ def _format_tree(tree: Mapping[str, Any], indent: int = 0) -> str:
         else:
             out.append(f"{pad}{key}: {value!r}" if isinstance(value, str) else f"{pad}{key}: {value}")
     return "\n".join(out)
+
+
+def _known_servers(config: Config | None, env: Mapping[str, str]) -> list[ApiConfig]:
+    """The servers whose credentials we have without connecting (connecting may start an embedded server): the
+    agent's configuration, clearml.conf and CLEARML_* of `env`, and the embedded server's own clearml.conf."""
+    found = [config.api] if config is not None else []
+    for path, source in ((None, env), (DEFAULT_DATA_DIR.expanduser() / "clearml.conf", {})):
+        with contextlib.suppress(ConfigError, OSError):
+            found.append(load_config(path, env=source).api)
+    return found

@@ -37,12 +37,16 @@ def agent() -> Agent:
 
 def load(ipython: Any) -> None:
     ipython.register_magics(AgentMagics)
-    show_panel(agent())
+    target = agent()
+    # Tasks a restarted kernel left running are ended and marked in the background; the panel shows the news.
+    target.reap_leftovers()
+    show_panel(target)
 
 
 def unload(ipython: Any) -> None:
     global _AGENT
     if _AGENT is not None:
+        _AGENT.shutdown()  # abort (or drain, per agent.notebook.shutdown) the running task, then unregister
         _AGENT.close()
         _AGENT = None
 

@@ -137,8 +137,15 @@ class PanelState:
                 task = self._task(event.task_id, event.time)
                 ended = event.time if event.phase.final else None
                 task.view = replace(
-                    task.view, phase=event.phase, reason=event.reason, exit_code=event.exit_code, ended_at=ended
+                    task.view,
+                    phase=event.phase,
+                    reason=event.reason,
+                    exit_code=event.exit_code,
+                    ended_at=ended,
+                    name=event.task_name or task.view.name,
                 )
+                if event.phase.final:
+                    self._trim()
             elif isinstance(event, EnvBuildStep):
                 task = self._task(event.task_id, event.time)
                 if event.seconds is None:

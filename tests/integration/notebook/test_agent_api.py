@@ -25,14 +25,6 @@ def _wait(predicate, timeout: float = 60.0):
     raise AssertionError("condition not met in time")
 
 
-def _enqueue(raw, name: str, source: str) -> str:
-    task_id = raw.new_task(
-        name, script={"binary": "python3", "entry_point": "job.py", "working_dir": ".", "diff": source}
-    )
-    raw.ok("tasks.enqueue", {"task": task_id, "queue": raw.default_queue()})
-    return task_id
-
-
 def test_agent_runs_tasks_in_the_background(raw, agent_config, agent_env, tmp_path):
     agent = Agent(["default"], config=agent_config, env=agent_env, state_dir=tmp_path / "state")
     with pytest.raises(AgentError, match="not started"):
@@ -43,10 +35,11 @@ def test_agent_runs_tasks_in_the_background(raw, agent_config, agent_env, tmp_pa
     try:
         with pytest.raises(AgentError, match="already running"):
             agent.start()
-        task_id = _enqueue(raw, "from the api", "print('hello from the notebook agent')\n")
-        done = _wait(lambda: (t := agent.snapshot().task(task_id)) and t.phase.final and t, timeout=120)
+        task_id = agent.submit("print('hello from the notebook agent')\n", name="from the api")
+        (done,) = agent.wait(task_id, timeout=120)
         assert done.phase == TaskPhase.COMPLETED, done.reason
-        assert raw.ok("tasks.get_by_id", {"task": task_id})["task"]["status"] == "completed"
+        stored = raw.ok("tasks.get_by_id", {"task": task_id})["task"]
+        assert stored["status"] == "completed" and stored["name"] == "from the api"
         assert "hello from the notebook agent" in agent.logs(task_id[:8])
         status = agent.status()
         assert agent.worker_id in status and task_id[:8] in status and "completed" in status
