@@ -350,7 +350,10 @@ class VenvCache:
                 if self.archive.fetch(key, self.root, reporter=reporter):
                     entry, lease = self._valid_entry(key, lease)
                     unpacked = time.perf_counter() - unpack_started if entry is not None else None
-            if entry is None:
+            if entry is not None:
+                reporter.step("cache", 0.2, detail="hit" if unpacked is None else "hit (from the archive)")
+            else:
+                reporter.step("cache", 0.2, detail="miss: building")
                 reporter.log(f"cache miss {short}: building")
                 logger.info("venv cache miss %s: building", short)
                 entry = self.build(key, manager, requirements, inputs=inputs, cwd=cwd, env=env, reporter=reporter)

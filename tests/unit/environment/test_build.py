@@ -86,6 +86,7 @@ def test_repository_task_from_the_venv_cache(
     prepared = prepare(task, work, settings=settings, env=env, reporter=reporter)
     assert prepared.lease is not None and prepared.lease.key == built.lease.key
     assert [name for name, _ in reporter.steps] == ["clone", "diff", "cache", "ready"]
+    assert ("cache", 0.2, "hit", None) in reporter.events  # the panel's progress bar says so too
     assert any(line.startswith(f"cache hit {built.lease.key[:12]}:") for line in reporter.lines)
     assert prepared.python == work.resolve() / "venv" / "bin" / "python"
     assert prepared.frozen == built.frozen and "na-hello==1.0" in prepared.frozen
