@@ -93,11 +93,14 @@ def get_all(session: Sender, last_seen: int = 3600) -> list[dict[str, Any]]:
 
 
 def get_runtime_properties(session: Sender, worker: str) -> list[dict[str, Any]]:
-    """[{key, value}]. Not in the OSS server (NotFoundError there): callers treat APIError as unsupported."""
+    """[{key, value, expiry}] (expiry: seconds left, None or absent: none). Not in the OSS server (NotFoundError
+    there): callers treat APIError as unsupported."""
     data = call(session, "workers.get_runtime_properties", worker=worker)
     return list(data.get("runtime_properties") or [])
 
 
 def set_runtime_properties(session: Sender, worker: str, props: list[dict[str, Any]]) -> None:
-    """Set [{key, value}] runtime properties. Not in the OSS server, see get_runtime_properties."""
+    """Set [{key, value, expiry?}] runtime properties: `expiry` in seconds, 0 deletes the property (e.g.
+    `{"key": "force", "value": "on", "expiry": 3600}` pulls outside working hours for an hour). Not in the OSS
+    server, see get_runtime_properties."""
     call(session, "workers.set_runtime_properties", worker=worker, runtime_properties=props)

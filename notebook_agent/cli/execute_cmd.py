@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -11,6 +12,10 @@ from pathlib import Path
 from notebook_agent import api
 from notebook_agent.api import APIError
 from notebook_agent.cli.common import ConsolePrinter, connect
+from notebook_agent.cli.docker_args import add_docker_arguments
+from notebook_agent.config import load_config
+from notebook_agent.engine import in_container
+from notebook_agent.engine.docker import docker_settings
 from notebook_agent.engine.events import EventBus, TaskPhase
 from notebook_agent.engine.runner import RunnerSettings, TaskRunner
 from notebook_agent.engine.worker import build_settings
@@ -23,10 +28,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clone", action="store_true", help="run a clone of the task instead of the task itself")
     p.add_argument("--cpu-only", action="store_true", help="hide every GPU from the task")
     p.add_argument("--gpus", default=None, help="GPUs for the task, e.g. 0,1")
+    add_docker_arguments(p)
+    p.add_argument(
+        "--disable-monitoring",
+        action="store_true",
+        help="only build and run, the output on stdout: the agent that started this one (in docker mode, outside "
+        "the container) ships the log and reports the status",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.disable_monitoring:
+        # The agent inside a task's container: its configuration is the mounted one, never an embedded server.
+        return in_container.execute_here(load_config(), args.task_id, env=os.environ, out=sys.stdout)
     config, server = connect(sys.stdout)
     bus = EventBus()
     printer = ConsolePrinter(bus)
@@ -48,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
             work_root=Path(tempfile.gettempdir()) / "notebook-agent" / worker_id.replace(":", "_"),
             build=build_settings(config),
             visible_devices="" if args.cpu_only else args.gpus,
+            docker=None
+            if args.docker is None
+            else docker_settings(config, args.docker, env=os.environ, force_current_version=args.force_current_version),
         )
         runner = TaskRunner(session, config.api, worker_id, settings, bus=bus)
         # Like clearml-agent's execute: report the task as ours (the server then shows this worker on it),

@@ -104,13 +104,22 @@ agent {
     suppress_carriage_return: true
     crash_on_exception: false
 
-    # Only read when a task asks for a container; kept so that the keys exist.
+    # Docker mode (--docker, engine/docker.py): the image of a task without container.image, and what every
+    # container gets.
     default_docker {
         image: "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu20.04"
         arguments: []
     }
     extra_docker_arguments: []
     docker_force_pull: false
+    # Commands run in the container before the agent, e.g. ["apt-get install -y libgl1"].
+    extra_docker_shell_script: []
+    docker_pip_cache: "~/.clearml/pip-cache"
+    docker_apt_cache: "~/.clearml/apt-cache"
+    # true: ~/.ssh is not mounted into containers (SSH_AUTH_SOCK, when set, is mounted instead of it anyway).
+    disable_ssh_mount: false
+    # true: the default image even for tasks that name their own container.image.
+    disable_task_docker_override: false
 
     resource_monitoring {
         default_gpu_utilization: 100
@@ -127,6 +136,10 @@ agent {
     status_report_freq_sec: 30
     worker_tags: []
     cpu_only: false
+    # Ours (clearml-agent#71): pull a task only while each of the agent's GPUs (--gpus; every GPU when none is
+    # given) has at least this much free memory, in GiB; 0 is off. On Colab the notebook shares the task's GPU.
+    # --gpu-min-free-gb overrides it.
+    gpu_min_free_memory_gb: 0
     # "" (off), true, or the python binary to use instead of building a venv.
     skip_pip_venv_install: ""
     skip_python_env_install: false

@@ -87,6 +87,13 @@ def _positive(value: Any) -> float:
     return number
 
 
+def _non_negative(value: Any) -> float:
+    number = _number(value)
+    if number < 0:
+        raise _Bad
+    return number
+
+
 def _count(value: Any) -> int:
     number = _number(value)
     if number < 0 or not number.is_integer():
@@ -152,6 +159,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("agent.worker_name", _text, "a string", 'worker_name: "my-machine"'),
     _Rule("agent.queue_poll_freq_sec", _positive, _SECONDS, "queue_poll_freq_sec: 0.25"),
     _Rule("agent.status_report_freq_sec", _positive, _SECONDS, "status_report_freq_sec: 30"),
+    _Rule("agent.gpu_min_free_memory_gb", _non_negative, "a number of GiB, 0 or more", "gpu_min_free_memory_gb: 4"),
     _Rule("agent.venvs_cache.max_entries", _count, "a whole number, 0 or more", "max_entries: 10"),
     _Rule("agent.venvs_cache.free_space_threshold_gb", _number, "a number", "free_space_threshold_gb: 2.0"),
     _Rule("agent.venvs_cache.path", _text, "a folder path (empty: no cache)", 'path: "~/.clearml/x"'),
@@ -181,6 +189,9 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("agent.vcs_cache.path", _text, "a folder path", 'path: "~/.clearml/vcs-cache"'),
     _Rule("agent.pip_download_cache", _section, "a section", 'pip_download_cache { enabled: true, path: "~/x" }'),
     _Rule("agent.pip_download_cache.path", _text, "a folder path", 'path: "~/.clearml/pip-download-cache"'),
+    _Rule("agent.default_docker", _section, "a section", 'default_docker { image: "python:3.11" }'),
+    _Rule("agent.default_docker.image", _text, "an image name", 'image: "python:3.11"'),
+    _Rule("agent.extra_docker_shell_script", _str_list, "a list of strings", 'extra_docker_shell_script: ["ls"]'),
     _Rule("agent.uptime", _str_list, "a list of strings", 'uptime: ["17-20 SUN,TUE"]'),
     _Rule("agent.downtime", _str_list, "a list of strings", 'downtime: ["0-6 SAT,SUN"]'),
     _Rule("agent.notebook", _section, "a section", "notebook { shutdown: abort }"),

@@ -12,15 +12,16 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from notebook_agent import api
 from notebook_agent.api import APIError
 from notebook_agent.config import ApiConfig
-from notebook_agent.engine import task_registry
+from notebook_agent.engine import docker_launch, task_registry
 from notebook_agent.engine.abort_watch import AbortWatch
+from notebook_agent.engine.docker import DockerSettings
 from notebook_agent.engine.events import EnvBuildStep, EventBus, TaskLogLines, TaskPhase, TaskPhaseChanged
 from notebook_agent.engine.log_shipper import LogShipper
 from notebook_agent.engine.process import TaskProcess
@@ -49,6 +50,9 @@ class RunnerSettings:
     default_setup_script: str = ""
     # Where the running task's pid file goes (`<state_dir>/running/<task_id>.json`, see task_registry); None: none.
     state_dir: Path | None = None
+    # Docker mode (`--docker`): the task process is `docker run ...` and the agent inside the container builds the
+    # environment (see engine/docker.py); None runs tasks in a venv on this host.
+    docker: DockerSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,8 @@ class TaskRunner:
 
         self._phase(task_id, TaskPhase.BUILDING, task_name=str(task.get("name") or ""))
         work_dir.mkdir(parents=True, exist_ok=True)
+        if self.settings.docker is not None:
+            return self._run_in_docker(task, self.settings.docker, work_dir, shipper, local_abort)
         config_file = write_task_config(work_dir / "clearml.conf", self.api_config)
         env = task_environment(
             self.base_env,
@@ -188,6 +194,45 @@ class TaskRunner:
             if prepared.lease is not None:
                 prepared.lease.close()  # the cached environment may be evicted once no task uses it
 
+    def _run_in_docker(
+        self, task: dict, settings: DockerSettings, work_dir: Path, shipper: LogShipper, local_abort: threading.Event
+    ) -> TaskOutcome:
+        """Docker mode: the task process is the `docker run` command, supervised like any task (log, abort,
+        status); the agent in the container builds the environment and runs the task. An abort `docker stop`s the
+        container first: with `docker run -t` a signal to the docker client does not reach it."""
+        task_id = task["id"]
+        launch = docker_launch.prepare_launch(
+            task,
+            settings,
+            work_dir=work_dir,
+            worker_id=self.worker_id,
+            gpus=self.settings.visible_devices,
+            api_server=self.api_config.api_server,
+            base_env=self.base_env,
+            grace_sec=self.settings.grace_sec,
+        )
+        container = launch.container
+        where = f"{'' if container.from_task else 'default '}docker: {container.image}"
+        line = f"Running task {task_id} inside {where} arguments: {list(container.arguments)}"
+        self._agent_lines(task_id, shipper, [line])
+        if launch.pull is not None:
+            pulled = run_command(launch.pull, cwd=work_dir, env=launch.env, reporter=_Reporter(self, task_id, shipper))
+            if pulled.returncode != 0:
+                reason = f"docker pull {container.image} failed with exit code {pulled.returncode}"
+                self._agent_lines(task_id, shipper, [f"Environment setup failed: {reason}"])
+                return self._finish(task_id, shipper, TaskPhase.FAILED, reason)
+        prepared = PreparedEnvironment(
+            python=Path(settings.docker), cwd=work_dir, argv=launch.argv, commit=None, frozen=[], requirements=""
+        )
+        stop_timeout = self.settings.grace_sec + docker_launch.STOP_EXTRA_SEC
+        try:
+            return self._execute(
+                task, prepared, launch.env, shipper, local_abort, stop_first=lambda: launch.stop_container(stop_timeout)
+            )
+        except BaseException:
+            launch.stop_container(stop_timeout)  # the container would outlive its docker client
+            raise
+
     def _execute(
         self,
         task: dict,
@@ -195,6 +240,7 @@ class TaskRunner:
         env: dict[str, str],
         shipper: LogShipper,
         local_abort: threading.Event,
+        stop_first: Callable[[], None] | None = None,
     ) -> TaskOutcome:
         task_id = task["id"]
         if local_abort.is_set():
@@ -221,12 +267,19 @@ class TaskRunner:
             self._watches[task_id] = watch
         watch.start()
         try:
-            exit_code = self._wait(process, watch, task_id, local_abort)
+            exit_code = self._wait(process, watch, task_id, local_abort, stop_first)
         finally:
             watch.close()
         return self._report_exit(task_id, shipper, exit_code, watch)
 
-    def _wait(self, process: TaskProcess, watch: AbortWatch, task_id: str, local_abort: threading.Event) -> int | None:
+    def _wait(
+        self,
+        process: TaskProcess,
+        watch: AbortWatch,
+        task_id: str,
+        local_abort: threading.Event,
+        stop_first: Callable[[], None] | None = None,
+    ) -> int | None:
         exited_at: float | None = None
         while True:
             code = process.wait(timeout=0.2)
@@ -243,6 +296,8 @@ class TaskRunner:
                 watch.trigger(self._abort_reason(task_id))
             if watch.triggered.is_set():
                 self._phase(task_id, TaskPhase.ABORTING, watch.reason)
+                if stop_first is not None:
+                    stop_first()  # docker mode: stop the container, then end its docker client
                 return process.terminate_tree(self.settings.grace_sec)
 
     def _report_exit(self, task_id: str, shipper: LogShipper, exit_code: int | None, watch: AbortWatch) -> TaskOutcome:

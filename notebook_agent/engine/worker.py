@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,15 +15,20 @@ from pathlib import Path
 from notebook_agent import api
 from notebook_agent.api import APIError, TransportError
 from notebook_agent.config import Config
+from notebook_agent.engine.docker import docker_settings
 from notebook_agent.engine.events import EventBus, TaskPulled, WorkerState, WorkerStateChanged
+from notebook_agent.engine.gpus import ALL, gib_to_mib, gpus_have_free_memory, nvml_gpu_ids, parse_gpus
+from notebook_agent.engine.pull_gate import PROPERTIES_EVERY_SEC, QUEUE_TAGS_EVERY_SEC, PullGate
 from notebook_agent.engine.queue_lookup import resolve_queues
 from notebook_agent.engine.queue_order import QueueOrder, QueueRef
 from notebook_agent.engine.runner import RunnerSettings, TaskOutcome, TaskRunner
+from notebook_agent.engine.schedule import Schedule
 from notebook_agent.engine.stats_reporter import StatsReporter
 from notebook_agent.engine.worker_id import lease_worker_id
 from notebook_agent.environment import BuildSettings
 from notebook_agent.environment.archive_store import use_archive
 from notebook_agent.environment.cache import VenvCache
+from notebook_agent.monitor.nvml import GpuMonitor
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +36,8 @@ STATE_DIR = Path("~/.notebook_agent").expanduser()
 CACHE_LAYOUT = "notebook-agent-v1"
 DEFAULT_LOCAL_CACHE = "~/.notebook_agent/venvs-local"  # where archived cache entries are unpacked
 ARCHIVE_WAIT_SEC = 120.0  # on leaving, how long cache archives still being written may take
-LONG_POLL_SEC = 20.0  # how long our embedded server may hold an empty get_next_task (woken on pause/stop)
+LONG_POLL_SEC = 20.0  # how long our embedded server may hold an empty get_next_task (woken on pause/stop/switches)
+HOLD_WAIT_SEC = 1.0  # outside working hours (or forced off), how often the worker looks again
 
 
 @dataclass
@@ -42,16 +49,39 @@ class WorkerOptions:
     create_queue: bool = False
     gpus: str | None = None
     cpu_only: bool = False
+    # --dynamic-gpus: tasks side by side, each on the GPUs its queue asks for (queue name -> (min, max) GPUs),
+    # parsed and checked by the CLI; the concurrent loop that runs them is not wired yet (run() refuses it).
+    dynamic_gpus: bool = False
+    queue_gpus: dict[str, tuple[int, int]] = field(default_factory=dict)
+    gpu_min_free_gb: float | None = None  # pull only while the GPUs have this free; None: agent.gpu_min_free_memory_gb
     poll_sec: float | None = None  # None: agent.queue_poll_freq_sec
     stop_when_idle: bool = False  # leave once every queue is empty (the demo)
     grace_sec: float = 10.0  # after SIGTERM, how long an aborted task may take before SIGKILL
     state_dir: Path = STATE_DIR
+    # Working hours: one of the two, in "<hours> <days>" entries; given, they replace agent.uptime/downtime.
+    uptime: list[str] | None = None
+    downtime: list[str] | None = None
+    force_check_sec: float = PROPERTIES_EVERY_SEC  # how often the runtime property `force` is read
+    queue_tags_check_sec: float = QUEUE_TAGS_EVERY_SEC  # how often the queues' force_workers tags are read
+    # --docker [IMAGE [ARGS...]]: run each task in a container (engine/docker.py); None: in a venv on this host.
+    docker: list[str] | None = None
+    force_current_version: bool = False  # --force-current-version: accepted; the container always gets ours
 
 
 def running_in_colab(env: Mapping[str, str] | None = None) -> bool:
     """True inside a Google Colab runtime (its kernel sets COLAB_* variables; google.colab is importable)."""
     env = os.environ if env is None else env
     return "google.colab" in sys.modules or any(k.startswith("COLAB_") for k in env)
+
+
+def schedule_for(config: Config, options: WorkerOptions) -> Schedule:
+    """--uptime/--downtime when given (the command line overrides the file), else agent.uptime/agent.downtime.
+
+    Raises ScheduleError for a malformed entry or for both uptime and downtime (clearml-agent ignores both).
+    """
+    if options.uptime or options.downtime:
+        return Schedule.parse(options.uptime, options.downtime)
+    return Schedule.parse(_strings(config.agent("uptime", [])), _strings(config.agent("downtime", [])))
 
 
 def build_settings(config: Config) -> BuildSettings:
@@ -152,7 +182,9 @@ class Worker:
         self.session = session or api.Session.from_config(config.api)
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.state = WorkerState.OFFLINE
+        self.state_detail = ""  # why the worker is in its state, e.g. "outside working hours (uptime 8-18 MON-FRI)"
         self.worker_id = ""
+        self.gpu_ids: list[str] = []  # --gpus as ids (CUDA_VISIBLE_DEVICES of every task), set by run()
         self.queues: list[QueueRef] = []
         self.current: tuple[str, QueueRef] | None = None
         self.outcomes: list[TaskOutcome] = []
@@ -164,6 +196,8 @@ class Worker:
         self._runner: TaskRunner | None = None
         self._reporter: StatsReporter | None = None
         self._long_poll = False
+        self._gate: PullGate | None = None
+        self._gpu_monitor: GpuMonitor | None = None
         self.error: BaseException | None = None
 
     # control (any thread) -----------------------------------------------------------------------------
@@ -221,11 +255,13 @@ class Worker:
             logger.exception("worker stopped by an error")
 
     def run(self) -> None:
+        schedule = schedule_for(self.config, self.options)  # a bad entry fails before anything is registered
+        self.gpu_ids = self._gpu_ids()
         lease = lease_worker_id(
             self.options.state_dir / "worker-ids",
             explicit_id=str(self.config.agent("worker_id", "") or ""),
             name=str(self.config.agent("worker_name", "") or ""),
-            gpus=self.options.gpus,
+            gpus=",".join(self.gpu_ids) or None,
             cpu_only=self.options.cpu_only,
         )
         self.worker_id = lease.worker_id
@@ -238,6 +274,7 @@ class Worker:
             api.workers.register(self.session, self.worker_id, queues=[q.id for q in self.queues])
             registered = True
             self._long_poll = bool(self.session.claim(api.queues.LONG_POLL_CLAIM)) and not self.options.stop_when_idle
+            self._gate = self._make_gate(schedule)
             self._runner = self._make_runner()
             self._reporter = StatsReporter(self, float(self.config.agent("status_report_freq_sec", 30)), self.bus)
             self._reporter.start()
@@ -251,13 +288,33 @@ class Worker:
                 except APIError as err:
                     logger.warning("could not unregister %s: %s", self.worker_id, err)
             lease.close()
+            if self._gpu_monitor is not None:
+                self._gpu_monitor.close()
             # A cache entry still being archived (to a mounted Drive) would be lost with the process.
             if not VenvCache.wait_for_archives(ARCHIVE_WAIT_SEC):
                 logger.warning("venv cache archives still uploading after %.0f s; leaving them", ARCHIVE_WAIT_SEC)
             self._set_state(WorkerState.OFFLINE)
 
+    def _gpu_ids(self) -> list[str]:
+        """--gpus as ids (`0-3` -> 0,1,2,3; `all` through NVML), after refusing what this loop cannot do yet."""
+        if self.options.dynamic_gpus:
+            raise NotImplementedError(
+                "--dynamic-gpus is not supported by this worker loop yet (it runs one task at a time); "
+                "run one agent per GPU set instead, e.g. --gpus 0-3 and --gpus 4-7"
+            )
+        if self.options.cpu_only or not self.options.gpus:
+            return []
+        available = None  # the CLI checked the ids against NVML already; only `all` needs the list here
+        if self.options.gpus.strip().lower() == ALL:
+            monitor = GpuMonitor()
+            try:
+                available = nvml_gpu_ids(monitor)
+            finally:
+                monitor.close()
+        return parse_gpus(self.options.gpus, available)
+
     def _make_runner(self) -> TaskRunner:
-        visible = "" if self.options.cpu_only else self.options.gpus
+        visible = "" if self.options.cpu_only else (",".join(self.gpu_ids) or None)
         settings = RunnerSettings(
             work_root=Path(tempfile.gettempdir()) / "notebook-agent" / self.worker_id.replace(":", "_"),
             build=build_settings(self.config),
@@ -266,6 +323,14 @@ class Worker:
             setup_script_enabled=bool(self.config.agent("enable_setup_shell_script", False)),
             default_setup_script=str(self.config.agent("default_setup_shell_script", "") or ""),
             state_dir=self.options.state_dir,
+            docker=None
+            if self.options.docker is None
+            else docker_settings(
+                self.config,
+                self.options.docker,
+                env=self.base_env,
+                force_current_version=self.options.force_current_version,
+            ),
         )
         return TaskRunner(self.session, self.config.api, self.worker_id, settings, bus=self.bus, base_env=self.base_env)
 
@@ -280,9 +345,14 @@ class Worker:
                 self._set_state(WorkerState.PAUSED)
                 self._resume.wait()
                 continue
+            queues, held = self._open_queues(order)
+            if held:
+                self._set_state(WorkerState.IDLE, held)
+                self._hold_wait()
+                continue
             self._set_state(WorkerState.IDLE)
             try:
-                pulled = self._pull(order)
+                pulled = self._pull(order, queues)
             except TransportError as err:
                 logger.warning("cannot reach the server: %s", err)
                 self._stop.wait(min(5.0, max(self._poll_sec(), 1.0)))
@@ -298,8 +368,8 @@ class Worker:
             order.took(queue)
             self._run_task(task_id, queue, reporter)
 
-    def _pull(self, order: QueueOrder) -> tuple[str, QueueRef] | None:
-        queues = order.round()
+    def _pull(self, order: QueueOrder, queues: list[QueueRef] | None = None) -> tuple[str, QueueRef] | None:
+        queues = order.round() if queues is None else queues
         for queue in queues:
             entry = api.queues.get_next_task(self.session, queue.id)
             if entry is not None:
@@ -308,7 +378,8 @@ class Worker:
             # Wait on the server until any of our queues gets a task; an answer for another queue comes
             # back empty and the next round (in priority order) picks it up at once.
             watch = [q.id for q in queues]
-            entry = api.queues.get_next_task(self.session, queues[0].id, wait_sec=LONG_POLL_SEC, watch=watch)
+            wait_sec = LONG_POLL_SEC
+            entry = api.queues.get_next_task(self.session, queues[0].id, wait_sec=wait_sec, watch=watch)
             if entry is not None:
                 return entry.task, queues[0]
             return self._pull_again
@@ -333,7 +404,52 @@ class Worker:
             reporter.report_now()
 
     def _set_state(self, state: WorkerState, detail: str = "") -> None:
-        if state is self.state:
+        if state is self.state and detail == self.state_detail:
             return
-        previous, self.state = self.state, state
+        previous, self.state, self.state_detail = self.state, state, detail
         self.bus.publish(WorkerStateChanged(self.worker_id, state, previous, detail))
+
+    # working hours and force switches (engine/schedule.py decides, engine/pull_gate.py reads the server) ----
+    def _make_gate(self, schedule: Schedule) -> PullGate:
+        # Our embedded server ends a pending long poll when the worker's runtime properties or a queue's tags
+        # change, so with long polls the switches are read once per wait (a few reads a minute when idle) and a
+        # wait need not be cut short to notice them.
+        fresh = self._long_poll
+        return PullGate(
+            self.session,
+            self.worker_id,
+            schedule,
+            properties_every=0.0 if fresh else self.options.force_check_sec,
+            tags_every=0.0 if fresh else self.options.queue_tags_check_sec,
+        )
+
+    def _open_queues(self, order: QueueOrder) -> tuple[list[QueueRef], str]:
+        """This round's queues that may be pulled from now; when none, why not (the idle state's detail)."""
+        short = self._gpu_memory_short()
+        if short:
+            return [], f"waiting for free GPU memory: {short}"
+        if self._gate is None:
+            return order.round(), ""
+        return self._gate.open_queues(order.round())
+
+    def _gpu_memory_short(self) -> str:
+        """Why the assigned GPUs lack the configured free memory (--gpu-min-free-gb, agent.gpu_min_free_memory_gb:
+        on Colab the notebook shares the GPU), else "". Unmeasurable GPUs never hold the worker back."""
+        min_free = self.options.gpu_min_free_gb
+        if min_free is None:
+            min_free = float(self.config.agent("gpu_min_free_memory_gb", 0) or 0)
+        if min_free <= 0 or self.options.cpu_only:
+            return ""
+        if self._gpu_monitor is None:
+            self._gpu_monitor = GpuMonitor()
+        enough, why = gpus_have_free_memory(self._gpu_monitor, self.gpu_ids, gib_to_mib(min_free))
+        return "" if enough else why
+
+    def _hold_wait(self) -> None:
+        """Idle by schedule or a force switch: wait a little, in slices, so stop() and pause() end it at once."""
+        deadline = time.monotonic() + HOLD_WAIT_SEC
+        while not self._stop.is_set() and self._resume.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(left, 0.2))

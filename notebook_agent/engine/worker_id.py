@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from notebook_agent.engine.gpus import worker_id_suffix
+
 MAX_SLOTS = 1024
 
 
@@ -18,12 +20,14 @@ def worker_name(configured: str = "") -> str:
     return configured.strip() or platform.node() or "localhost"
 
 
-def gpu_suffix(gpus: str | None, cpu_only: bool) -> str | None:
-    """The part clearml-agent appends for GPU or CPU-only workers: `gpu0,1`, `cpu`, or None for a plain one."""
+def gpu_suffix(gpus: str | None, cpu_only: bool, dynamic: bool = False) -> str | None:
+    """The part clearml-agent appends for GPU or CPU-only workers: `gpu0,1` (`gpu0.1` for MIG slice 0:1, as
+    `:` separates worker id parts), `dgpu0-7` for a dynamic daemon's pool, `cpu`, or None for a plain one.
+    `gpus` is a comma list of ids (engine.gpus.parse_gpus gives them)."""
     if cpu_only:
         return "cpu"
     if gpus:
-        return "gpu" + re.sub(r"\s+", "", gpus)
+        return worker_id_suffix([g for g in re.sub(r"\s+", "", gpus).split(",") if g], dynamic=dynamic)
     return None
 
 
@@ -61,20 +65,21 @@ def lease_worker_id(
     name: str = "",
     gpus: str | None = None,
     cpu_only: bool = False,
+    dynamic_gpus: bool = False,
 ) -> SlotLease:
     """The worker id for a daemon, with the lock that keeps another agent on this host from taking it.
 
     Explicit ids (`agent.worker_id`, CLEARML_WORKER_ID) are used as given, and locked too: a second agent
     with the same explicit id is refused instead of silently sharing it (clearml-agent#207). Otherwise the
-    id is `<name>:<slot>`, `<name>:cpu:<slot>` or `<name>:gpu<devs>` (plus `:<slot>` when that GPU set is
-    already taken on this host), taking the first free slot.
+    id is `<name>:<slot>`, `<name>:cpu:<slot>`, `<name>:gpu<devs>` or, for a dynamic daemon, `<name>:dgpu<devs>`
+    (plus `:<slot>` when that GPU set is already taken on this host), taking the first free slot.
     """
     lock_dir.mkdir(parents=True, exist_ok=True)
     base = worker_name(name)
-    suffix = gpu_suffix(gpus, cpu_only)
+    suffix = gpu_suffix(gpus, cpu_only, dynamic_gpus)
     if explicit_id:
         candidates = [explicit_id]
-    elif suffix and suffix.startswith("gpu"):
+    elif suffix and suffix.startswith(("gpu", "dgpu")):
         candidates = [f"{base}:{suffix}"] + [f"{base}:{suffix}:{n}" for n in range(1, MAX_SLOTS)]
     else:
         prefix = f"{base}:{suffix}:" if suffix else f"{base}:"

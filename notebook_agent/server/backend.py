@@ -54,6 +54,7 @@ class Backend:
         self._changed = threading.Condition()
         self._generation = 0
         self._worker_wakes: dict[str, int] = {}
+        self._all_wakes = 0
         self.stopping = False
 
     def _setting_or(self, key: str, make) -> str:
@@ -119,6 +120,14 @@ class Backend:
             self._generation += 1
             self._changed.notify_all()
 
+    def wake_all(self) -> None:
+        """Something every worker's pull decision reads changed (a queue's force_workers tag): end every pending
+        long poll so each worker reads it again."""
+        with self._changed:
+            self._all_wakes += 1
+            self._generation += 1
+            self._changed.notify_all()
+
     def shutdown(self) -> None:
         with self._changed:
             self.stopping = True
@@ -132,6 +141,7 @@ class Backend:
         deadline = time.monotonic() + timeout
         with self._changed:
             woken_at = self._worker_wakes.get(worker_id, 0)
+            all_woken_at = self._all_wakes
         while True:
             with self._changed:
                 generation = self._generation
@@ -139,7 +149,8 @@ class Backend:
                 return
             remaining = deadline - time.monotonic()
             with self._changed:
-                if self.stopping or remaining <= 0 or self._worker_wakes.get(worker_id, 0) != woken_at:
+                woken = self._worker_wakes.get(worker_id, 0) != woken_at or self._all_wakes != all_woken_at
+                if self.stopping or remaining <= 0 or woken:
                     return
                 if self._generation == generation:
                     self._changed.wait(remaining)

@@ -44,7 +44,7 @@ def test_restart_keeps_everything(tmp_path, clock):
         queue = again.ok("queues.get_by_id", {"queue": queue_id})["queue"]
         assert [e["task"] for e in queue["entries"]] == [other]
         props = again.ok("workers.get_runtime_properties", {"worker": "host:cpu:0"})["runtime_properties"]
-        assert props == [{"key": "force", "value": "on"}]
+        assert props == [{"key": "force", "value": "on", "expiry": None}]
         # Exactly one default queue, however many restarts.
         defaults = again.ok("queues.get_all", {"system_tags": ["default"]})["queues"]
         assert len(defaults) == 1

@@ -105,6 +105,8 @@ def update(call: Call) -> dict[str, Any]:
             documents.ensure_unique_name(store, KIND, fields["name"], queue_id)
         doc.update(fields)
         store.put(KIND, doc)
+    if "tags" in fields:  # force_workers:on/off decides what workers pull: make them read it now
+        call.backend.wake_all()
     return {"updated": 1, "fields": fields}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -167,10 +168,28 @@ def _properties(call: Call, worker: dict) -> list[dict]:
 
 @endpoint("workers.get_runtime_properties", "2.10")
 def get_runtime_properties(call: Call) -> dict[str, Any]:
+    """[{key, value, expiry}]: expiry is the seconds left (None: never), which clearml-agent's --status reads."""
     (worker_id,) = call.require("worker")
     worker = call.backend.store.get(KIND, worker_id)
     props = _properties(call, worker) if worker else []
-    return {"runtime_properties": [{"key": p["key"], "value": p["value"]} for p in props]}
+    now = call.backend.clock()
+    # Rounded up: a property with 0.3 s left must not read as 0, which means "no expiry" to clients.
+    left = [math.ceil(p["expires"] - now) if p.get("expires") else None for p in props]
+    return {
+        "runtime_properties": [
+            {"key": p["key"], "value": p["value"], "expiry": expiry} for p, expiry in zip(props, left, strict=True)
+        ]
+    }
+
+
+def _expiry(prop: dict) -> float | None:
+    """A property's `expiry` in seconds: None when absent (no expiry), 0 to delete it (as the ClearML docs say)."""
+    expiry = prop.get("expiry")
+    if expiry is None:
+        return None
+    if isinstance(expiry, bool) or not isinstance(expiry, (int, float)) or expiry < 0:
+        raise errors.validation_error(f"runtime property {prop['key']!r}: expiry must be seconds >= 0, not {expiry!r}")
+    return float(expiry)
 
 
 @endpoint("workers.set_runtime_properties", "2.10")
@@ -178,6 +197,7 @@ def set_runtime_properties(call: Call) -> dict[str, Any]:
     worker_id, props = call.require("worker", "runtime_properties")
     if not isinstance(props, list) or not all(isinstance(p, dict) and "key" in p for p in props):
         raise errors.validation_error("runtime_properties must be a list of {key, value, expiry?}")
+    expiries = [_expiry(prop) for prop in props]  # all checked before anything is stored
     store = call.backend.store
     with store.transaction():
         worker = store.get(KIND, worker_id)
@@ -185,13 +205,17 @@ def set_runtime_properties(call: Call) -> dict[str, Any]:
             raise errors.worker_not_registered(f"worker={worker_id}")
         current = {p["key"]: p for p in _properties(call, worker)}
         now = call.backend.clock()
-        for prop in props:
-            expiry = prop.get("expiry")
+        for prop, expiry in zip(props, expiries, strict=True):
+            if expiry == 0:
+                current.pop(prop["key"], None)
+                continue
             current[prop["key"]] = {
                 "key": prop["key"],
                 "value": str(prop.get("value", "")),
-                "expires": now + float(expiry) if expiry else None,
+                "expires": now + expiry if expiry else None,
             }
         worker["runtime_properties"] = list(current.values())
         store.put(KIND, worker)
+    # A force switch must count now, not after the worker's pending long poll times out.
+    call.backend.wake_worker(worker_id)
     return {}

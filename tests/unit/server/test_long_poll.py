@@ -78,3 +78,27 @@ def test_without_the_header_an_empty_queue_answers_at_once(server, raw):
     started = time.monotonic()
     assert api.queues.get_next_task(_session(server), raw.default_queue()) is None
     assert time.monotonic() - started < 2
+
+
+def test_a_force_switch_ends_the_wait(server, raw):
+    # A runtime property of the worker, or a queue's tags (force_workers:on/off), decide what it may pull.
+    queue = raw.default_queue()
+    raw.ok("workers.register", {"worker": "switched:0", "queues": [queue]})
+    session = _session(server, worker="switched:0")
+    for switch in (
+        lambda: raw.ok(
+            "workers.set_runtime_properties",
+            {"worker": "switched:0", "runtime_properties": [{"key": "force", "value": "on"}]},
+        ),
+        lambda: raw.ok("queues.update", {"queue": queue, "tags": ["force_workers:off"]}),
+    ):
+        result: list = []
+        thread = threading.Thread(
+            target=lambda out=result: out.append(api.queues.get_next_task(session, queue, wait_sec=20))
+        )
+        thread.start()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and thread.is_alive():
+            switch()
+            thread.join(timeout=0.2)
+        assert not thread.is_alive() and result == [None]

@@ -148,7 +148,8 @@ class TestRuntimeProperties:
         props = [{"key": "k8s-pod", "value": "abc"}, {"key": "gpus", "value": "0,1"}]
         assert raw.ok("workers.set_runtime_properties", {"worker": WORKER, "runtime_properties": props}) == {}
         got = raw.ok("workers.get_runtime_properties", {"worker": WORKER})["runtime_properties"]
-        assert sorted(got, key=lambda p: p["key"]) == sorted(props, key=lambda p: p["key"])
+        want = [{**p, "expiry": None} for p in props]  # expiry: seconds left, None when there is none
+        assert sorted(got, key=lambda p: p["key"]) == sorted(want, key=lambda p: p["key"])
         raw.ok(
             "workers.set_runtime_properties",
             {"worker": WORKER, "runtime_properties": [{"key": "gpus", "value": "2"}]},
@@ -168,7 +169,7 @@ class TestRuntimeProperties:
         assert keys == {"short", "forever"}
         clock.advance(60)
         got = raw.ok("workers.get_runtime_properties", {"worker": WORKER})["runtime_properties"]
-        assert got == [{"key": "forever", "value": "2"}]
+        assert got == [{"key": "forever", "value": "2", "expiry": None}]
 
     @pytest.mark.parametrize("props", ["abc", [{"value": "no key"}]])
     def test_bad_properties_are_validation_errors(self, raw, props):
