@@ -64,6 +64,8 @@ class LineAssembler:
     def _take(self, text: str) -> list[str]:
         if not text:
             return []
+        if "\r" not in text and "\r" not in self._partial:
+            return self._take_plain(text)
         segments = text.split("\n")
         lines: list[str] = []
         for segment in segments[:-1]:
@@ -81,5 +83,21 @@ class LineAssembler:
             pieces = cut_text(body, self.max_line_chars)
             lines.extend(pieces[:-1])
             partial = pieces[-1] + partial[len(body) :]
+        self._partial = partial
+        return lines
+
+    def _take_plain(self, text: str) -> list[str]:
+        """`_take` for text without carriage returns (nor one pending): no line to overwrite, so the lines are the
+        split itself, cut only where one is over the limit. A chunk of a flood of output costs a few C calls."""
+        limit = self.max_line_chars
+        lines = text.split("\n")
+        lines[0] = self._partial + lines[0]
+        partial = lines.pop()
+        if lines and max(map(len, lines)) > limit:
+            lines = [piece for line in lines for piece in cut_text(line, limit)]
+        if len(partial) > limit:
+            pieces = cut_text(partial, limit)
+            lines.extend(pieces[:-1])
+            partial = pieces[-1]
         self._partial = partial
         return lines

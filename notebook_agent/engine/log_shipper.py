@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -45,6 +46,21 @@ class _Event:
     msg_bytes: int  # UTF-8 size of the joined message
     json_bytes: int  # size of this event as one JSON line (ASCII-escaped, as the session encodes it)
     born: float  # monotonic time it was queued
+
+
+# What JSON escapes in ASCII text (json's own rule is "not in space..tilde"), but "\n": it only joins `_plain`'s lines.
+_ESCAPED = re.compile(r'[\x00-\x09\x0b-\x1f"\\\x7f]')
+
+
+def _plain(lines: Sequence[str]) -> bool:
+    """True when every character of `lines` is one UTF-8 byte and one JSON character (checked in one pass)."""
+    text = "\n".join(lines)
+    return text.isascii() and text.count("\n") == len(lines) - 1 and _ESCAPED.search(text) is None
+
+
+def _json_size(line: str) -> int:
+    """Characters of `line` as a JSON string (ASCII-escaped, as the session encodes it), without the quotes."""
+    return len(json.dumps(line)) - 2
 
 
 def _cut_bytes(line: str, limit: int) -> list[str]:
@@ -124,16 +140,25 @@ class LogShipper:
                 if self._finished:
                     raise RuntimeError("log shipper is closed")
                 self._cond.wait(0.5)
+            # All lines of one call arrived together: one clock reading, and when the chunk is plain ASCII
+            # (the common case) a line's UTF-8 and JSON sizes are its length, with no per-line encoding.
+            now_ms = int(self._clock() * 1000)
+            plain = _plain(lines)
             for line in lines:
+                if plain:
+                    size = json_size = len(line)
+                else:
+                    size, json_size = len(line.encode()), _json_size(line)
+                if size <= self.max_event_bytes:
+                    self._append(level, line, now_ms, size, json_size)
+                    continue
                 for piece in _cut_bytes(line, self.max_event_bytes):
-                    self._append(level, piece)
+                    self._append(level, piece, now_ms, len(piece.encode()), _json_size(piece))
             self._counts["lines_added"] += len(lines)
             self._cond.notify_all()
 
-    def _append(self, level: str, line: str) -> None:
-        now_ms = int(self._clock() * 1000)
-        line_bytes = len(line.encode())
-        line_json = len(json.dumps(line)) - 2
+    def _append(self, level: str, line: str, now_ms: int, line_bytes: int, line_json: int) -> None:
+        """Queue one line of `line_bytes` UTF-8 bytes (`line_json` characters in JSON, without quotes)."""
         last = self._pending[-1] if self._pending else None
         if (
             last is not None

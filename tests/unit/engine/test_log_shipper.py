@@ -128,6 +128,26 @@ def test_event_and_batch_size_limits() -> None:
             assert len(event["msg"].encode()) <= 300
 
 
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [f"plain {i} " + "x" * (i % 50) for i in range(300)],
+        *([f"{i} escaped{char}" for i in range(300)] for char in ('"', "\\", "\x01", "\t", "\x7f")),
+        [f"mixed {i} é😀" for i in range(300)],
+        ["plain", "a line\nwith a newline in it"],
+    ],
+    ids=["plain-ascii", "quote", "backslash", "control", "tab", "delete", "non-ascii", "newline-inside"],
+)
+def test_pending_bytes_are_the_json_size_of_the_events(lines: list[str]) -> None:
+    rec = Recorder()
+    shipper = LogShipper(rec, "t", "w", clock=frozen, flush_interval=60, max_event_bytes=500)
+    shipper.add("stdout", lines)  # never started: nothing is sent before close
+    pending = shipper.stats.pending_bytes
+    assert shipper.close(timeout=5)
+    assert "\n".join(rec.lines) == "\n".join(lines)
+    assert pending == sum(len(json.dumps(e)) + 1 for e in rec.events)
+
+
 def test_oversized_line_is_cut_with_marker() -> None:
     rec = Recorder()
     shipper = LogShipper(rec, "t", "w", clock=frozen, flush_interval=60, max_event_bytes=100)

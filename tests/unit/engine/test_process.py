@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from notebook_agent.engine.process import TaskProcess
+from notebook_agent.engine.process import READ_CHUNK, TaskProcess, _widen_pipe
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups and sessions")
 
@@ -157,3 +157,35 @@ def test_failing_callback_does_not_stall_the_child(tmp_path: Path) -> None:
     proc.start()
     assert proc.wait(timeout=20) == 0
     assert isinstance(proc.output_error, RuntimeError)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="F_SETPIPE_SZ is Linux only")
+def test_pipes_are_widened_on_linux() -> None:
+    import fcntl
+
+    read_end, write_end = os.pipe()
+    try:
+        with os.fdopen(read_end, "rb", closefd=False) as pipe:
+            assert _widen_pipe(pipe, READ_CHUNK)
+        assert fcntl.fcntl(read_end, fcntl.F_GETPIPE_SZ) >= READ_CHUNK
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="coalescing needs the widened pipe")
+def test_a_flood_of_single_line_writes_arrives_in_order_and_in_few_chunks(tmp_path: Path) -> None:
+    calls: list[int] = []
+    out = Output()
+
+    def counting(stream: str, lines: list[str]) -> None:
+        calls.append(len(lines))
+        out(stream, lines)
+
+    code = "import os\nfor i in range(50000):\n    os.write(1, b'line %d\\n' % i)\n"
+    proc = TaskProcess([sys.executable, "-c", code], cwd=tmp_path, env=dict(os.environ), on_output=counting)
+    proc.start()
+    assert proc.wait(timeout=60) == 0
+    assert out.lines["stdout"] == [f"line {i}" for i in range(50000)]
+    # One write per line; the reader's pause after a short read gathers them (loose: a slow writer means more).
+    assert len(calls) <= 50000 / 100, f"{len(calls)} chunks"
