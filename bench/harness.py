@@ -8,12 +8,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from notebook_agent import api
-from notebook_agent.server import EmbeddedServer
+from notebook_agent.server import EmbeddedServer, registry
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,72 @@ class StatusRecorder:
                 self._cond.wait(timeout=min(left, 0.5))
 
 
+@dataclass(frozen=True)
+class StoredLogBatch:
+    """The log events of one task that one `add_events` call of the server's store took, in arrival order."""
+
+    at: float  # time.time() when the store had taken them (inside the call's transaction, just before its commit)
+    events: tuple[tuple[int, str], ...]  # (timestamp ms, msg) per event
+
+
+class EventRecorder:
+    """Every log event the embedded server stores, per task, in arrival order, stamped when the store took it.
+
+    Like StatusRecorder it wraps a method of the store of the server this process runs (`add_events`), so the
+    bench sees when a line was stored without polling `events.get_task_log` (which would compete with the agent
+    for the store's lock). The wrapper only copies (timestamp, msg) pairs: the parsing happens after the run.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._batches: dict[str, list[StoredLogBatch]] = {}
+        self._cond = threading.Condition()
+
+    def attach(self, store: Any) -> None:
+        add_events = store.add_events
+
+        def recording_add_events(events: list[dict]) -> None:
+            add_events(events)
+            self._note(events)
+
+        store.add_events = recording_add_events
+
+    def _note(self, events: Sequence[Mapping[str, Any]]) -> None:
+        at = self._clock()
+        by_task: dict[str, list[tuple[int, str]]] = {}
+        for event in events:
+            if event.get("type") == "log":
+                by_task.setdefault(str(event.get("task")), []).append(
+                    (int(event.get("timestamp") or 0), str(event.get("msg") or ""))
+                )
+        if not by_task:
+            return
+        with self._cond:
+            for task_id, stored in by_task.items():
+                self._batches.setdefault(task_id, []).append(StoredLogBatch(at, tuple(stored)))
+            self._cond.notify_all()
+
+    def batches(self, task_id: str) -> list[StoredLogBatch]:
+        with self._cond:
+            return list(self._batches.get(task_id, []))
+
+    def wait_for(self, task_id: str, found: Callable[[list[StoredLogBatch]], bool], timeout: float) -> bool:
+        """Block until `found(batches of task_id)` is true (True) or `timeout` seconds passed (False)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not found(self._batches.get(task_id, [])):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(timeout=min(left, 0.5))
+            return True
+
+    def forget(self, task_id: str) -> None:
+        """Drop what was recorded for a task (a flood of lines need not stay in memory once measured)."""
+        with self._cond:
+            self._batches.pop(task_id, None)
+
+
 class BenchServer:
     """The embedded server in `data_dir`, a client session on it, and the status recorder."""
 
@@ -197,3 +263,82 @@ class BenchServer:
             for event in events:
                 lines.extend(str(event.get("msg") or "").splitlines())
             since = float(events[-1]["timestamp"])
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """One API call the embedded server dispatched to a handler."""
+
+    at: float  # time.time() when the handler was entered (a long poll: when it began to wait)
+    endpoint: str
+    worker: str  # the X-ClearML-Worker header ("" without one)
+
+
+class RequestCounter:
+    """Every request the embedded server dispatches to a handler, stamped when the handler is entered.
+
+    It wraps the registry's dispatch (`registry.resolve`, which the HTTP face looks up per request): the endpoint
+    it hands back records the call before running it. Only calls to `backend` (the bench's own server) count.
+    Requests refused before dispatch (an unknown endpoint, bad credentials) are not seen. `resolve` is one for the
+    whole process: attach one counter at a time and detach it when done (the context manager does).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._requests: list[ApiRequest] = []
+        self._lock = threading.Lock()
+        self._original: Callable[[str, str | None], registry.Endpoint] | None = None
+        self._wrapper: Callable[[str, str | None], registry.Endpoint] | None = None
+
+    def attach(self, backend: Any) -> RequestCounter:
+        if self._original is not None:
+            raise RuntimeError("this RequestCounter is attached already")
+        original = registry.resolve
+
+        def counting_resolve(name: str, version: str | None) -> registry.Endpoint:
+            found = original(name, version)
+            handler = found.handler
+
+            def counted(call: registry.Call) -> dict[str, Any]:
+                if call.backend is backend:
+                    self._note(ApiRequest(self._clock(), found.name, call.worker or ""))
+                return handler(call)
+
+            return replace(found, handler=counted)
+
+        registry.resolve = counting_resolve
+        self._original, self._wrapper = original, counting_resolve
+        return self
+
+    def detach(self) -> None:
+        if self._original is None:
+            return
+        if registry.resolve is self._wrapper:
+            registry.resolve = self._original
+        else:  # someone wrapped it after us: unwinding would drop their wrapper
+            logger.warning("registry.resolve was wrapped again after this counter; leaving it as it is")
+        self._original = self._wrapper = None
+
+    def __enter__(self) -> RequestCounter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    def _note(self, request: ApiRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def requests(self, since: float = 0.0, until: float = float("inf")) -> list[ApiRequest]:
+        """The requests whose handler was entered in [since, until) (time.time() values), oldest first."""
+        with self._lock:
+            return [r for r in self._requests if since <= r.at < until]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0 < q <= 100), nearest rank: always a value that was measured (p99 of 200 samples is
+    the second largest, of 50 the largest)."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    return ordered[max(0, int(-(-len(ordered) * q // 100)) - 1)]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from bench.scenarios import env_build
+from bench.scenarios import end_to_end, env_build, idle, kernel_rtt, log_throughput, pickup, server_scale
 from bench.scenarios.base import ScenarioContext, ScenarioResult
 
-SCENARIOS: dict[str, ModuleType] = {module.NAME: module for module in (env_build,)}
+SCENARIOS: dict[str, ModuleType] = {
+    module.NAME: module for module in (env_build, log_throughput, pickup, end_to_end, idle, kernel_rtt, server_scale)
+}
 
 __all__ = ["SCENARIOS", "ScenarioContext", "ScenarioResult"]

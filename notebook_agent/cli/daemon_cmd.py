@@ -9,13 +9,14 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from notebook_agent.cli.common import ConsolePrinter, connect
+from notebook_agent.cli.detach import STOP_REASON, start_detached, stop_daemons
 from notebook_agent.cli.docker_args import add_docker_arguments
 from notebook_agent.engine.events import EventBus
 from notebook_agent.engine.gpu_allocator import GpuAllocator
 from notebook_agent.engine.gpus import looks_like_queue_gpus, nvml_gpu_ids, parse_gpus, parse_queue_gpus
 from notebook_agent.engine.queue_lookup import QueueNotFoundError
 from notebook_agent.engine.schedule import Schedule, ScheduleError
-from notebook_agent.engine.worker import Worker, WorkerOptions
+from notebook_agent.engine.worker import STATE_DIR, Worker, WorkerOptions
 from notebook_agent.monitor.nvml import GpuMonitor
 
 
@@ -33,8 +34,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dynamic-gpus",
         action="store_true",
-        help="tasks side by side, each on the GPUs its queue asks for (--gpus 0-7 --queue quad=4 dual=2 opp=1-4); "
-        "checked now, refused at start until the concurrent loop lands",
+        help="tasks side by side, each on the GPUs its queue asks for (--gpus 0-7 --queue quad=4 dual=2 opp=1-4)",
+    )
+    p.add_argument(
+        "--services-mode",
+        nargs="?",
+        type=_services_limit,
+        const=0,
+        default=None,
+        metavar="N",
+        help="launch each task and go on pulling, at most N tasks at once (no limit without N)",
     )
     p.add_argument(
         "--gpu-min-free-gb",
@@ -63,6 +72,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help='hours without pulling, e.g. "0-8 SAT,SUN"; overrides agent.downtime (use one of --uptime/--downtime)',
     )
     p.add_argument("--foreground", action="store_true", help="accepted for clearml-agent compatibility (always on)")
+    p.add_argument(
+        "--detached",
+        action="store_true",
+        help=f"run in the background (pid file and log in {STATE_DIR / 'daemons'}); stop it with --stop",
+    )
+    p.add_argument(
+        "--stop",
+        action="store_true",
+        help="stop the daemons started with --detached (their running tasks are reported stopped)",
+    )
     add_docker_arguments(p)
     p.set_defaults(func=run)
 
@@ -77,11 +96,21 @@ class GpuPlan(NamedTuple):
     gpu_min_free_gb: float | None
 
 
+def _services_limit(text: str) -> int:
+    """--services-mode N: a positive task count (argparse turns the ValueError into a usage error)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
 def gpu_plan(args: argparse.Namespace, available: Sequence[str] | int | None) -> GpuPlan:
     """Check --gpus, --cpu-only, --dynamic-gpus, `--queue name=N` and --gpu-min-free-gb together, against the GPUs
     that exist (`available`: NVML's ids, or None when unknown). A ValueError says what is wrong."""
     if args.gpus and args.cpu_only:
         raise ValueError("--gpus and --cpu-only exclude each other")
+    if args.dynamic_gpus and getattr(args, "services_mode", None) is not None:
+        raise ValueError("--dynamic-gpus and --services-mode exclude each other")
     if args.dynamic_gpus and args.cpu_only:
         raise ValueError("--dynamic-gpus and --cpu-only exclude each other")
     if args.gpu_min_free_gb is not None and args.gpu_min_free_gb < 0:
@@ -111,6 +140,8 @@ def _nvml_gpu_ids() -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stop:
+        return _stop_detached()
     try:
         # NVML is asked only when GPUs are named: `all` needs the list, and ids are checked against it.
         plan = gpu_plan(args, _nvml_gpu_ids() if args.gpus else None)
@@ -129,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
     except ScheduleError as err:
         print(f"notebook-agent daemon: {err}", file=sys.stderr)
         return 2
+    if args.detached:
+        return _detach(args)
     config, server = connect(sys.stdout)
     bus = EventBus()
     printer = ConsolePrinter(bus)
@@ -140,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         cpu_only=args.cpu_only,
         dynamic_gpus=plan.dynamic_gpus,
         queue_gpus=plan.queue_gpus,
+        services_mode=args.services_mode,
         gpu_min_free_gb=plan.gpu_min_free_gb,
         grace_sec=args.abort_grace_sec,
         uptime=args.uptime,
@@ -148,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
         force_current_version=args.force_current_version,
     )
     worker = Worker(config, options, bus=bus)
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop(drain=False))
+    # SIGTERM (`daemon --stop`, a service manager): abort the running tasks, reported `stopped` with this reason.
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop(drain=False, reason=STOP_REASON))
     try:
         worker.run()
     except (QueueNotFoundError, ScheduleError, NotImplementedError) as err:
@@ -161,3 +196,23 @@ def run(args: argparse.Namespace) -> int:
         if server is not None:
             server.stop()
     return 0
+
+
+def _detach(args: argparse.Namespace) -> int:
+    """Start this same command without --detached in the background (its arguments were checked above)."""
+    typed = list(getattr(args, "argv", None) or sys.argv[1:])
+    daemon_args = typed[typed.index("daemon") + 1 :] if "daemon" in typed else typed
+    pid = start_detached([a for a in daemon_args if a != "--detached"], STATE_DIR)
+    print(f"notebook-agent daemon running in the background (pid {pid}); stop it with: notebook-agent daemon --stop")
+    return 0
+
+
+def _stop_detached() -> int:
+    stopped, running = stop_daemons(STATE_DIR)
+    for pid in stopped:
+        print(f"stopped notebook-agent daemon (pid {pid})")
+    for pid in running:
+        print(f"notebook-agent daemon (pid {pid}) is still running; try again or kill it", file=sys.stderr)
+    if not stopped and not running:
+        print("no detached notebook-agent daemon is running")
+    return 1 if running else 0

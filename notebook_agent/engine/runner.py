@@ -77,7 +77,12 @@ class _Reporter:
 
 
 class TaskRunner:
-    """Runs tasks one at a time for a worker; `abort(task_id)` stops the running one from another thread."""
+    """Runs tasks for a worker; `abort(task_id)` stops a running one from another thread.
+
+    `run` may be called from several threads at once (task slots: services mode, dynamic GPUs): everything that
+    belongs to one run is keyed by its task id (abort event and reason, abort watch, GPUs, work dir, log shipper);
+    what is shared (session, settings, bus) is read-only or thread-safe.
+    """
 
     def __init__(
         self,
@@ -99,6 +104,7 @@ class TaskRunner:
         self._aborts: dict[str, threading.Event] = {}
         self._abort_reasons: dict[str, str] = {}  # the status_reason an abort asked for (the first one wins)
         self._watches: dict[str, AbortWatch] = {}
+        self._visible: dict[str, str | None] = {}  # per run: CUDA_VISIBLE_DEVICES (dynamic GPUs: the task's grant)
 
     # public API -------------------------------------------------------------------------------------------
     def abort(self, task_id: str, reason: str = "user abort") -> bool:
@@ -121,10 +127,22 @@ class TaskRunner:
         with self._lock:
             return list(self._aborts)
 
-    def run(self, task_id: str, queue_id: str | None = None, *, pulled_message: str = "pulled by agent") -> TaskOutcome:
+    def run(
+        self,
+        task_id: str,
+        queue_id: str | None = None,
+        *,
+        pulled_message: str = "pulled by agent",
+        visible_devices: str | None = None,
+    ) -> TaskOutcome:
+        """Run `task_id` to its end. `visible_devices`: the GPUs of this run (dynamic mode gives each task its
+        grant); None keeps `settings.visible_devices` (the worker's --gpus / --cpu-only)."""
         local_abort = threading.Event()
         with self._lock:
+            if task_id in self._aborts:
+                raise ValueError(f"task {task_id} is already running here")
             self._aborts[task_id] = local_abort
+            self._visible[task_id] = self.settings.visible_devices if visible_devices is None else visible_devices
         work_dir = self.settings.work_root / task_id
         shipper = LogShipper(
             lambda events: api.events.add_batch(self.session, events),
@@ -149,6 +167,7 @@ class TaskRunner:
                 self._aborts.pop(task_id, None)
                 self._abort_reasons.pop(task_id, None)
                 self._watches.pop(task_id, None)
+                self._visible.pop(task_id, None)
             if not self.settings.keep_work_dirs:
                 shutil.rmtree(work_dir, ignore_errors=True)
 
@@ -179,7 +198,7 @@ class TaskRunner:
             worker_id=self.worker_id,
             api=self.api_config,
             config_file=config_file,
-            visible_devices=self.settings.visible_devices,
+            visible_devices=self._visible_devices(task_id),
         )
         try:
             reporter = _Reporter(self, task_id, shipper)
@@ -206,7 +225,7 @@ class TaskRunner:
             settings,
             work_dir=work_dir,
             worker_id=self.worker_id,
-            gpus=self.settings.visible_devices,
+            gpus=self._visible_devices(task_id),
             api_server=self.api_config.api_server,
             base_env=self.base_env,
             grace_sec=self.settings.grace_sec,
@@ -361,6 +380,10 @@ class TaskRunner:
             logger.info("could not store the frozen requirements of %s: %s", task["id"], err)
 
     # helpers ----------------------------------------------------------------------------------------------
+    def _visible_devices(self, task_id: str) -> str | None:
+        with self._lock:
+            return self._visible.get(task_id, self.settings.visible_devices)
+
     def _abort_reason(self, task_id: str) -> str:
         with self._lock:
             return self._abort_reasons.get(task_id, "user abort")

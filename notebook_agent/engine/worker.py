@@ -17,12 +17,14 @@ from notebook_agent.api import APIError, TransportError
 from notebook_agent.config import Config
 from notebook_agent.engine.docker import docker_settings
 from notebook_agent.engine.events import EventBus, TaskPulled, WorkerState, WorkerStateChanged
-from notebook_agent.engine.gpus import ALL, gib_to_mib, gpus_have_free_memory, nvml_gpu_ids, parse_gpus
+from notebook_agent.engine.gpu_allocator import GpuAllocator
+from notebook_agent.engine.gpus import ALL, QueueNeed, gib_to_mib, gpus_have_free_memory, nvml_gpu_ids, parse_gpus
 from notebook_agent.engine.pull_gate import PROPERTIES_EVERY_SEC, QUEUE_TAGS_EVERY_SEC, PullGate
 from notebook_agent.engine.queue_lookup import resolve_queues
 from notebook_agent.engine.queue_order import QueueOrder, QueueRef
 from notebook_agent.engine.runner import RunnerSettings, TaskOutcome, TaskRunner
 from notebook_agent.engine.schedule import Schedule
+from notebook_agent.engine.slots import RunningSlot, SlotsSnapshot, TaskSlots
 from notebook_agent.engine.stats_reporter import StatsReporter
 from notebook_agent.engine.worker_id import lease_worker_id
 from notebook_agent.environment import BuildSettings
@@ -49,10 +51,13 @@ class WorkerOptions:
     create_queue: bool = False
     gpus: str | None = None
     cpu_only: bool = False
-    # --dynamic-gpus: tasks side by side, each on the GPUs its queue asks for (queue name -> (min, max) GPUs),
-    # parsed and checked by the CLI; the concurrent loop that runs them is not wired yet (run() refuses it).
+    # --dynamic-gpus: tasks side by side, each on the GPUs its queue asks for (queue name -> (min, max) GPUs,
+    # keyed as `queues` names them), shared out of `gpus` by engine/gpu_allocator.py.
     dynamic_gpus: bool = False
     queue_gpus: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # --services-mode [N]: launch a task and go on pulling, at most N at once; 0: no limit (clearml-agent's
+    # default); None: one task at a time (the default path).
+    services_mode: int | None = None
     gpu_min_free_gb: float | None = None  # pull only while the GPUs have this free; None: agent.gpu_min_free_memory_gb
     poll_sec: float | None = None  # None: agent.queue_poll_freq_sec
     stop_when_idle: bool = False  # leave once every queue is empty (the demo)
@@ -186,10 +191,11 @@ class Worker:
         self.worker_id = ""
         self.gpu_ids: list[str] = []  # --gpus as ids (CUDA_VISIBLE_DEVICES of every task), set by run()
         self.queues: list[QueueRef] = []
-        self.current: tuple[str, QueueRef] | None = None
+        self._current: tuple[str, QueueRef] | None = None
         self.outcomes: list[TaskOutcome] = []
         self._stop = threading.Event()
         self._drain = False
+        self._stop_reason = "user abort"
         self._resume = threading.Event()
         self._resume.set()
         self._thread: threading.Thread | None = None
@@ -198,7 +204,36 @@ class Worker:
         self._long_poll = False
         self._gate: PullGate | None = None
         self._gpu_monitor: GpuMonitor | None = None
+        # Several tasks at once (services mode, dynamic GPUs); None on the one-task path. Set by run().
+        self._slots: TaskSlots | None = None
+        self._allocator: GpuAllocator | None = None
+        self._need_names: dict[str, str] = {}  # dynamic mode: queue id -> its name in queue_gpus
         self.error: BaseException | None = None
+
+    @property
+    def current(self) -> tuple[str, QueueRef] | None:
+        """The running task and its queue; with task slots the first one running (status reports name one task,
+        as clearml-agent's do)."""
+        if self._slots is not None:
+            running = self._slots.running
+            if not running:
+                return None
+            first = running[0]
+            return first.task_id, next((q for q in self.queues if q.id == first.queue_id), QueueRef(first.queue_id, ""))
+        return self._current
+
+    @current.setter
+    def current(self, value: tuple[str, QueueRef] | None) -> None:
+        self._current = value
+
+    def slots_snapshot(self) -> SlotsSnapshot:
+        """The tasks running side by side (and in dynamic mode which GPU runs what), for the worker card."""
+        running = tuple(self._slots.running) if self._slots is not None else ()
+        if self._slots is None and self._current is not None:
+            running = (RunningSlot(self._current[0], self._current[1].id),)
+        capacity = self._slots.capacity if self._slots is not None else 1
+        gpus = self._allocator.snapshot() if self._allocator is not None else None
+        return SlotsSnapshot(running=running, capacity=capacity, gpus=gpus)
 
     # control (any thread) -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -208,10 +243,13 @@ class Worker:
     def stop(self, drain: bool = False, timeout: float | None = None, reason: str = "user abort") -> None:
         """Leave: after the running task ends (`drain`), or now, aborting it (`reason`: its status_reason)."""
         self._drain = drain
+        self._stop_reason = reason
         if drain and self.current is not None:
             self._set_state(WorkerState.DRAINING)
         self._stop.set()
         self._resume.set()
+        if self._slots is not None:
+            self._slots.wake()
         if not drain and self._runner is not None:
             for task_id in self._runner.running:
                 self._runner.abort(task_id, reason)
@@ -223,6 +261,8 @@ class Worker:
     def pause(self) -> None:
         """Stop pulling new tasks (the running one goes on)."""
         self._resume.clear()
+        if self._slots is not None:
+            self._slots.wake()
         if self._long_poll:
             self._end_long_poll(leaving=False)
 
@@ -263,6 +303,7 @@ class Worker:
             name=str(self.config.agent("worker_name", "") or ""),
             gpus=",".join(self.gpu_ids) or None,
             cpu_only=self.options.cpu_only,
+            dynamic_gpus=self.options.dynamic_gpus,
         )
         self.worker_id = lease.worker_id
         self.session.worker = self.worker_id
@@ -274,11 +315,18 @@ class Worker:
             api.workers.register(self.session, self.worker_id, queues=[q.id for q in self.queues])
             registered = True
             self._long_poll = bool(self.session.claim(api.queues.LONG_POLL_CLAIM)) and not self.options.stop_when_idle
+            self._make_slots()
             self._gate = self._make_gate(schedule)
             self._runner = self._make_runner()
             self._reporter = StatsReporter(self, float(self.config.agent("status_report_freq_sec", 30)), self.bus)
             self._reporter.start()
-            self._loop(order, self._reporter)
+            try:
+                self._loop(order, self._reporter)
+            except BaseException:
+                self._abort_slots("agent error: the worker loop failed")
+                raise
+            finally:
+                self._join_slots()
         finally:
             if self._reporter is not None:
                 self._reporter.close()
@@ -296,12 +344,11 @@ class Worker:
             self._set_state(WorkerState.OFFLINE)
 
     def _gpu_ids(self) -> list[str]:
-        """--gpus as ids (`0-3` -> 0,1,2,3; `all` through NVML), after refusing what this loop cannot do yet."""
-        if self.options.dynamic_gpus:
-            raise NotImplementedError(
-                "--dynamic-gpus is not supported by this worker loop yet (it runs one task at a time); "
-                "run one agent per GPU set instead, e.g. --gpus 0-3 and --gpus 4-7"
-            )
+        """--gpus as ids (`0-3` -> 0,1,2,3; `all` through NVML)."""
+        if self.options.dynamic_gpus and self.options.services_mode is not None:
+            raise NotImplementedError("--services-mode with --dynamic-gpus is not supported; use one of them")
+        if self.options.dynamic_gpus and (self.options.cpu_only or not self.options.gpus):
+            raise ValueError("--dynamic-gpus needs the GPUs to share out, e.g. --gpus 0-7 (and no --cpu-only)")
         if self.options.cpu_only or not self.options.gpus:
             return []
         available = None  # the CLI checked the ids against NVML already; only `all` needs the list here
@@ -311,7 +358,18 @@ class Worker:
                 available = nvml_gpu_ids(monitor)
             finally:
                 monitor.close()
-        return parse_gpus(self.options.gpus, available)
+        ids = parse_gpus(self.options.gpus, available)
+        if self.options.dynamic_gpus:
+            self._allocator = self._make_allocator(ids)
+        return ids
+
+    def _make_allocator(self, gpu_ids: list[str]) -> GpuAllocator:
+        """--dynamic-gpus: the pool and each queue's need, checked before an id is leased (a ValueError says why)."""
+        missing = [q for q in self.options.queues if q not in self.options.queue_gpus]
+        if missing or not self.options.queues:
+            raise ValueError(f"--dynamic-gpus: give each queue its GPU count, e.g. --queue {(missing or ['q'])[0]}=2")
+        needs = [QueueNeed(name, low, high) for name, (low, high) in self.options.queue_gpus.items()]
+        return GpuAllocator(gpu_ids, needs)
 
     def _make_runner(self) -> TaskRunner:
         visible = "" if self.options.cpu_only else (",".join(self.gpu_ids) or None)
@@ -340,6 +398,9 @@ class Worker:
         return float(self.config.agent("queue_poll_freq_sec", 0.25))
 
     def _loop(self, order: QueueOrder, reporter: StatsReporter) -> None:
+        if self._slots is not None:
+            self._slot_loop(order, reporter)
+            return
         while not self._stop.is_set():
             if not self._resume.is_set():
                 self._set_state(WorkerState.PAUSED)
@@ -402,6 +463,108 @@ class Worker:
         finally:
             self.current = None
             reporter.report_now()
+
+    # task slots: several tasks at once (services mode, dynamic GPUs) -----------------------------------------
+    def _make_slots(self) -> None:
+        """Task slots for --services-mode [N] or --dynamic-gpus; none (the one-task loop) otherwise."""
+        if self._allocator is not None:  # --dynamic-gpus (made by _gpu_ids)
+            self._need_names = {ref.id: name for name, ref in zip(self.options.queues, self.queues, strict=False)}
+            self._slots = TaskSlots(None)  # the GPUs are the limit
+        elif self.options.services_mode is not None:
+            self._slots = TaskSlots(self.options.services_mode or None)
+        else:
+            return
+        # A long poll would hold the loop on the server while a slot frees; tasks finishing must wake it at once.
+        self._long_poll = False
+
+    def _join_slots(self) -> None:
+        """Wait for every slot: drained, or aborted by stop(). A task launched just as stop(drain=False) aborted
+        the others would run on, so the abort is repeated until all have ended."""
+        if self._slots is None:
+            return
+        while not self._slots.join(timeout=0.5):
+            if self._stop.is_set() and not self._drain:
+                self._abort_slots(self._stop_reason)
+
+    def _abort_slots(self, reason: str) -> None:
+        if self._slots is not None and self._runner is not None:
+            for task_id in self._runner.running:
+                self._runner.abort(task_id, reason)
+
+    def _slot_loop(self, order: QueueOrder, reporter: StatsReporter) -> None:
+        """Pull while a slot is free; each task runs in its own slot thread, supervised as on the one-task path."""
+        slots = self._slots
+        assert slots is not None
+        while not self._stop.is_set():
+            if not self._resume.is_set():
+                self._set_state(WorkerState.PAUSED)
+                self._resume.wait()
+                continue
+            if not slots.has_room():
+                self._set_state(WorkerState.RUNNING)
+                slots.wait_change(1.0)
+                continue
+            queues, held = self._open_queues(order)
+            busy = WorkerState.RUNNING if slots.running else WorkerState.IDLE
+            if held:
+                self._set_state(busy, held)
+                self._hold_wait()
+                continue
+            self._set_state(busy)
+            try:
+                pulled = self._pull_slot(order, queues)
+            except TransportError as err:
+                logger.warning("cannot reach the server: %s", err)
+                self._stop.wait(min(5.0, max(self._poll_sec(), 1.0)))
+                continue
+            if pulled is None:
+                if self.options.stop_when_idle and not slots.running:
+                    return
+                # Nothing to start now: in dynamic mode the GPUs may be busy, so a task ending is worth a look.
+                slots.wait_change(max(self._poll_sec(), 0.05))
+                continue
+            task_id, queue, visible = pulled
+            order.took(queue)
+            self._launch(task_id, queue, visible, reporter)
+
+    def _pull_slot(self, order: QueueOrder, queues: list[QueueRef]) -> tuple[str, QueueRef, str | None] | None:
+        """The next task and its GPUs (dynamic mode: the allocator's grant; else the worker's --gpus)."""
+        if self._allocator is None:
+            pulled = self._pull(order, queues)  # no long poll with slots, so never _pull_again
+            return None if pulled is None else (pulled[0], pulled[1], None)
+        by_name = {self._need_names[q.id]: q for q in queues if q.id in self._need_names}
+
+        def has_task(name: str) -> bool:
+            # The waiting line may name a queue that is closed this round (force switches): it leaves the line.
+            ref = by_name.get(name)
+            return ref is not None and bool(api.queues.get_by_id(self.session, ref.id).get("entries"))
+
+        def pop(name: str) -> str | None:
+            entry = api.queues.get_next_task(self.session, by_name[name].id)
+            return entry.task if entry is not None else None
+
+        grant = self._allocator.pull(list(by_name), has_task, pop)
+        return None if grant is None else (grant.task_id, by_name[grant.queue], grant.visible_devices)
+
+    def _launch(self, task_id: str, queue: QueueRef, visible: str | None, reporter: StatsReporter) -> None:
+        assert self._slots is not None and self._runner is not None
+        runner, allocator = self._runner, self._allocator
+        gpus = tuple(visible.split(",")) if visible is not None and allocator is not None else ()
+
+        def work() -> None:
+            reporter.report_now()
+            try:
+                self.outcomes.append(runner.run(task_id, queue.id, visible_devices=visible))
+            except APIError as err:
+                logger.error("task %s could not be run: %s", task_id, err)
+
+        def on_end() -> None:
+            if allocator is not None and gpus:
+                allocator.release(gpus)  # the GPUs go back whatever happened to the task
+
+        self.bus.publish(TaskPulled(task_id, queue.id, queue.name))
+        self._slots.launch(RunningSlot(task_id, queue.id, visible), work, on_end, on_freed=reporter.report_now)
+        self._set_state(WorkerState.DRAINING if self._drain and self._stop.is_set() else WorkerState.RUNNING)
 
     def _set_state(self, state: WorkerState, detail: str = "") -> None:
         if state is self.state and detail == self.state_detail:

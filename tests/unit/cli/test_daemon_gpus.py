@@ -112,3 +112,21 @@ def test_the_config_key_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(conf, env={})
     assert "agent.gpu_min_free_memory_gb" in str(info.value) and "0 or more" in str(info.value)
+
+
+class TestServicesMode:
+    def parse(self, *argv: str):
+        return build_parser().parse_args(["daemon", *argv])
+
+    def test_no_limit_without_n_and_off_without_the_flag(self) -> None:
+        assert self.parse("--services-mode", "--queue", "services").services_mode == 0
+        assert self.parse("--services-mode", "3", "--queue", "services").services_mode == 3
+        assert self.parse("--queue", "services").services_mode is None
+
+    def test_a_limit_below_one_is_a_usage_error(self) -> None:
+        with pytest.raises(SystemExit):
+            self.parse("--services-mode", "0")
+
+    def test_it_excludes_dynamic_gpus(self) -> None:
+        with pytest.raises(ValueError, match="--dynamic-gpus and --services-mode exclude each other"):
+            plan("--dynamic-gpus", "--services-mode", "--gpus", "0-7", "--queue", "quad=4")

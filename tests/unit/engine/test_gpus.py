@@ -226,7 +226,7 @@ class TestFreeMemoryGate:
 
 
 class TestWorkerStart:
-    """The worker refuses, before leasing an id or calling the server, what its one-task loop cannot do yet."""
+    """The worker refuses, before leasing an id or calling the server, what it cannot do."""
 
     def worker(self, tmp_path, config_text: str = "", **options) -> Worker:
         conf = tmp_path / "agent.conf"
@@ -234,11 +234,19 @@ class TestWorkerStart:
         opts = WorkerOptions(queues=["q"], state_dir=tmp_path / "state", **options)
         return Worker(load_config(conf, env={}), opts, session=NO_SERVER, base_env={})
 
-    def test_dynamic_gpus(self, tmp_path) -> None:
-        worker = self.worker(tmp_path, dynamic_gpus=True, gpus="0,1,2,3", queue_gpus={"q": (2, 2)})
-        with pytest.raises(NotImplementedError, match="--dynamic-gpus is not supported by this worker loop yet"):
+    def test_dynamic_gpus_with_services_mode(self, tmp_path) -> None:
+        worker = self.worker(tmp_path, dynamic_gpus=True, gpus="0,1,2,3", queue_gpus={"q": (2, 2)}, services_mode=2)
+        with pytest.raises(NotImplementedError, match="--services-mode with --dynamic-gpus is not supported"):
             worker.run()
         assert not (tmp_path / "state").exists()  # no worker id was leased
+
+    def test_dynamic_gpus_need_a_count_for_every_queue(self, tmp_path) -> None:
+        worker = self.worker(tmp_path, dynamic_gpus=True, gpus="0,1", queue_gpus={"other": (1, 1)})
+        with pytest.raises(ValueError, match=r"give each queue its GPU count, e\.g\. --queue q=2"):
+            worker.run()
+        with pytest.raises(ValueError, match="queue q needs 4 GPUs but only 2 are given"):
+            self.worker(tmp_path, dynamic_gpus=True, gpus="0,1", queue_gpus={"q": (4, 4)}).run()
+        assert not (tmp_path / "state").exists()
 
     def test_a_bad_gpu_spec_from_the_notebook(self, tmp_path) -> None:
         with pytest.raises(ValueError, match="--gpus 0,0: GPU 0 given twice"):
