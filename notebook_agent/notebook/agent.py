@@ -18,7 +18,8 @@ from notebook_agent.cli.common import connect
 from notebook_agent.config import ApiConfig, Config, ConfigError, load_config
 from notebook_agent.engine import task_registry
 from notebook_agent.engine.events import EventBus
-from notebook_agent.engine.worker import STATE_DIR, Worker, WorkerOptions
+from notebook_agent.engine.schedule import ScheduleError
+from notebook_agent.engine.worker import STATE_DIR, Worker, WorkerOptions, schedule_for
 from notebook_agent.environment.interpreter import sdk_binary
 from notebook_agent.monitor.machine import MachineMonitor
 from notebook_agent.monitor.nvml import GpuMonitor
@@ -30,6 +31,11 @@ logger = logging.getLogger(__name__)
 SAMPLE_SEC = 2.0  # the panel's own machine/GPU sampling period (the server gets a report every 30 s)
 SHUTDOWN_REASON = "the notebook shut down while the task ran (agent unloaded or kernel exiting)"
 SHUTDOWN_ABORT_SEC = 10.0  # beyond the task's SIGTERM grace: its last log lines, its status, the unregister
+
+
+# The worker's other modes, as the daemon's flags give them (engine.worker.WorkerOptions): services mode, dynamic
+# GPUs, working hours, the free GPU memory gate.
+ENGINE_OPTIONS = ("services_mode", "dynamic_gpus", "queue_gpus", "uptime", "downtime", "gpu_min_free_gb")
 
 
 class AgentError(Exception):
@@ -122,10 +128,15 @@ class Agent:
                 raise AgentError(f"the agent is already running as {self.worker_id}: stop it first (%agent stop)")
             if queues is not None:
                 self.queues = [queues] if isinstance(queues, str) else list(queues)
+            engine_options = {}
             for name, value in options.items():
-                if name not in ("gpus", "cpu_only", "order_fairness", "create_queue"):
-                    raise AgentError(f"unknown option {name!r}: use gpus, cpu_only, order_fairness or create_queue")
-                setattr(self, name, value)
+                if name in ("gpus", "cpu_only", "order_fairness", "create_queue"):
+                    setattr(self, name, value)
+                elif name in ENGINE_OPTIONS:
+                    engine_options[name] = value
+                else:
+                    known = ", ".join(("gpus", "cpu_only", "order_fairness", "create_queue", *ENGINE_OPTIONS))
+                    raise AgentError(f"unknown option {name!r}: use {known}")
             if self.gpus and self.cpu_only:
                 raise AgentError("gpus and cpu_only exclude each other: give one of them")
             if not self.queues:
@@ -137,7 +148,12 @@ class Agent:
                 gpus=self.gpus,
                 cpu_only=self.cpu_only,
                 **({"state_dir": self.state_dir} if self.state_dir is not None else {}),
+                **engine_options,
             )
+            try:  # a bad working-hours entry is the caller's error now, not the worker thread's later
+                schedule_for(self.config, worker_options)
+            except ScheduleError as err:
+                raise AgentError(str(err)) from None
             self.state.record_error("")
             self.worker = Worker(self.config, worker_options, bus=self.bus, base_env=self._env)
             self.worker.start()

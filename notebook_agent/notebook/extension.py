@@ -20,6 +20,7 @@ _AGENT: Agent | None = None
 USAGE = """%agent                 show the panel
 %agent status          compact text status
 %agent start [--queue Q ...] [--gpus 0,1 | --cpu-only] [--order-fairness] [--embedded]
+             [--services-mode N] [--uptime "8-18 MON-FRI" | --downtime ...] [--gpu-min-free-gb GB]
 %agent stop [--drain]  leave now (aborting the running task) or after it
 %agent pause | resume  stop or restart pulling new tasks
 %agent logs [TASK_ID] [-n LINES]
@@ -74,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--cpu-only", action="store_true")
     start.add_argument("--order-fairness", action="store_true")
     start.add_argument("--embedded", action="store_true")
+    start.add_argument("--services-mode", type=int, default=None, metavar="N")
+    start.add_argument("--uptime", nargs="+", default=None)
+    start.add_argument("--downtime", nargs="+", default=None)
+    start.add_argument("--gpu-min-free-gb", type=float, default=None, metavar="GB")
     stop = sub.add_parser("stop", add_help=False)
     stop.add_argument("--drain", action="store_true")
     for name in ("status", "pause", "resume", "config", "panel", "help"):
@@ -112,11 +117,22 @@ class AgentMagics(Magics):
         elif command == "start":
             if args.embedded:
                 target.embedded = True
+            modes = {
+                name: value
+                for name, value in (
+                    ("services_mode", args.services_mode),
+                    ("uptime", args.uptime),
+                    ("downtime", args.downtime),
+                    ("gpu_min_free_gb", args.gpu_min_free_gb),
+                )
+                if value is not None
+            }
             target.start(
                 args.queue,
                 gpus=args.gpus,
                 cpu_only=args.cpu_only,
                 order_fairness=args.order_fairness,
+                **modes,
             )
             for message in target.messages:
                 print(message)
