@@ -19,8 +19,8 @@ from notebook_agent.cli.common import connect
 from notebook_agent.cli.docker_args import add_docker_arguments
 from notebook_agent.config import Config, load_config
 from notebook_agent.engine import docker_launch, in_container
+from notebook_agent.engine.build_config import build_settings
 from notebook_agent.engine.docker import docker_settings
-from notebook_agent.engine.worker import build_settings
 from notebook_agent.engine.worker_id import standalone_worker_id
 from notebook_agent.environment import EnvironmentSetupError, prepare
 

@@ -43,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         const=0,
         default=None,
         metavar="N",
-        help="launch each task and go on pulling, at most N tasks at once (no limit without N)",
+        help="launch each task and go on pulling, at most N tasks at once (no limit without N); the tasks see no "
+        "GPU unless --gpus names some",
     )
     p.add_argument(
         "--gpu-min-free-gb",
@@ -170,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
         order_fairness=args.order_fairness,
         create_queue=args.create_queue,
         gpus=plan.gpus,
-        cpu_only=args.cpu_only,
+        # As clearml-agent, services mode hides the GPUs from its tasks, unless --gpus names some to share.
+        cpu_only=args.cpu_only or (args.services_mode is not None and not args.gpus),
         dynamic_gpus=plan.dynamic_gpus,
         queue_gpus=plan.queue_gpus,
         services_mode=args.services_mode,

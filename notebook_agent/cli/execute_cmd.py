@@ -15,10 +15,10 @@ from notebook_agent.cli.common import ConsolePrinter, connect
 from notebook_agent.cli.docker_args import add_docker_arguments
 from notebook_agent.config import load_config
 from notebook_agent.engine import in_container
+from notebook_agent.engine.build_config import build_settings
 from notebook_agent.engine.docker import docker_settings
 from notebook_agent.engine.events import EventBus, TaskPhase
 from notebook_agent.engine.runner import RunnerSettings, TaskRunner
-from notebook_agent.engine.worker import build_settings
 from notebook_agent.engine.worker_id import standalone_worker_id
 
 

@@ -20,8 +20,8 @@ from typing import Any, TextIO
 from notebook_agent import api
 from notebook_agent.api import APIError
 from notebook_agent.config import Config
+from notebook_agent.engine.build_config import build_settings
 from notebook_agent.engine.task_env import task_environment, write_task_config
-from notebook_agent.engine.worker import build_settings
 from notebook_agent.engine.worker_id import standalone_worker_id
 from notebook_agent.environment import EnvironmentSetupError, PreparedEnvironment, prepare
 from notebook_agent.masking import is_secret_name

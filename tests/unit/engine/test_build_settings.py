@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from notebook_agent.config.loader import load_config
-from notebook_agent.engine.worker import build_settings
+from notebook_agent.engine.build_config import build_settings
 
 
 def _settings(tmp_path: Path, text: str):
