@@ -342,3 +342,10 @@ def percentile(values: Sequence[float], q: float) -> float:
         raise ValueError("percentile of no values")
     ordered = sorted(values)
     return ordered[max(0, int(-(-len(ordered) * q // 100)) - 1)]
+
+
+def delta(start: float | None, end: float | None) -> float | None:
+    """`end - start` in seconds, rounded to the millisecond; None when either moment is unknown."""
+    if start is None or end is None:
+        return None
+    return round(end - start, 3)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.agents import AGENTS, AgentDirs, AgentKind, AgentProcess, CacheSettings
-from bench.harness import BenchServer, BenchTimeout, StatusChange, alternate, wait_for
+from bench.harness import BenchServer, BenchTimeout, StatusChange, alternate, delta, wait_for
 from bench.report import OURS
 from bench.scenarios.base import ScenarioContext, ScenarioResult
 from bench.wheelhouse import build_wheelhouse, offline_pip_env
@@ -222,18 +222,18 @@ def measure(changes: Sequence[StatusChange], lines: Sequence[str], agent: str, r
     else:
         build_started = at(lambda c: c.reason == PEER_BUILD_STARTED)
         detail = None
-        built = _delta(build_started, launched)
+        built = delta(build_started, launched)
         cache_hit = any("Using Cached environment" in line for line in lines)
     modules = {m.group(1): m.group(2) for m in map(_MODULE.match, lines) if m}
     real_root = os.path.realpath(root)
     return {
-        "total_s": _delta(enqueued, done),
-        "start_s": _delta(enqueued, stamps.get("START")),
-        "launch_s": _delta(pulled, stamps.get("START")),
-        "env_s": _delta(pulled, launched),
+        "total_s": delta(enqueued, done),
+        "start_s": delta(enqueued, stamps.get("START")),
+        "launch_s": delta(pulled, stamps.get("START")),
+        "env_s": delta(pulled, launched),
         "env_reported_s": round(built, 3) if built is not None else None,
-        "pickup_s": _delta(enqueued, pulled),
-        "finish_s": _delta(stamps.get("END"), done),
+        "pickup_s": delta(enqueued, pulled),
+        "finish_s": delta(stamps.get("END"), done),
         "cache_hit": cache_hit,
         "env_detail": detail,  # ours: the build's own line with its steps
         # Each package came from this agent's own folders (not the bench's interpreter): the build was real.
@@ -254,12 +254,6 @@ def _problem(sample: Mapping[str, Any]) -> str | None:
     if not sample["isolated"]:
         return f"{where}: packages not imported from the agent's own venv: {sample['modules']}"
     return None
-
-
-def _delta(start: float | None, end: float | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return round(end - start, 3)
 
 
 def _describe(sample: Mapping[str, Any]) -> str:

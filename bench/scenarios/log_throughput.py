@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from bench.agents import AGENTS, AgentDirs, AgentKind, AgentProcess, CacheSettings
-from bench.harness import BenchServer, BenchTimeout, EventRecorder, StoredLogBatch, alternate
+from bench.harness import BenchServer, BenchTimeout, EventRecorder, StoredLogBatch, alternate, delta
 from bench.report import OURS
 from bench.scenarios.base import ScenarioContext, ScenarioResult
 from bench.wheelhouse import offline_pip_env
@@ -376,15 +376,15 @@ def measure(batches: Sequence[StoredLogBatch], agent: str, lines: int) -> dict[s
     """The metrics of one run from the log events the server stored (the tree's metrics come separately)."""
     check = check_log(batches, agent, lines) if batches else LogCheck(lines)
     start, end, last = check.stamps.get("START"), check.stamps.get("END"), check.last_stored_at
-    ship = _delta(start, last)
+    ship = delta(start, last)
     return {
         "ship_s": ship,
         "lines_per_s": round(lines / ship) if ship else None,
         "lost": check.lost,
         "doubled": check.doubled,
         "malformed": check.malformed,
-        "write_s": _delta(start, end),
-        "lag_s": _delta(end, last),
+        "write_s": delta(start, end),
+        "lag_s": delta(end, last),
         "reordered": reordered(batches, agent),
         "stamp_ahead_s": _stamp_ahead(batches),
         "events": check.events,
@@ -409,12 +409,6 @@ def _problem(sample: Mapping[str, Any]) -> str | None:
     if sample["agent"] == OURS and (sample["lost"] or sample["doubled"] or sample["malformed"]):
         return f"{where}: lines lost {sample['lost']}, doubled {sample['doubled']}, malformed {sample['malformed']}"
     return None
-
-
-def _delta(start: float | None, end: float | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return round(end - start, 3)
 
 
 def _describe(sample: Mapping[str, Any]) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.agents import AGENTS, AgentDirs, AgentKind, AgentProcess, CacheSettings
-from bench.harness import BenchServer, BenchTimeout, StatusChange, alternate, wait_for
+from bench.harness import BenchServer, BenchTimeout, StatusChange, alternate, delta, wait_for
 from bench.report import OURS
 from bench.scenarios.base import ScenarioContext, ScenarioResult
 from bench.wheelhouse import build_wheelhouse, offline_pip_env
@@ -166,7 +166,7 @@ def _run_agent(
             if status != "completed" or done is None:
                 tail = server.task_log(warmup_id)[-60:]
                 return [{**base, "phase": "warmup", "status": status, "error": "warm-up task", "log_tail": tail}]
-            warmup_s = _delta(_stamp_of(server.recorder.changes(warmup_id), "queued"), done)
+            warmup_s = delta(_stamp_of(server.recorder.changes(warmup_id), "queued"), done)
             for index, offset in enumerate(offsets):
                 task_id = _create(server, f"{tag}-{index}", stamps)
                 time.sleep(max(0.0, done + offset - time.time()))
@@ -213,11 +213,11 @@ def measure(changes: Sequence[StatusChange], stamp: Stamp | None) -> dict[str, A
     done = _stamp_of(changes, "terminal")
     first, last = (stamp.first, stamp.last) if stamp else (None, None)
     return {
-        "first_instruction_s": _delta(enqueued, first),
-        "pickup_s": _delta(enqueued, pulled),
-        "launch_s": _delta(pulled, first),
-        "total_s": _delta(enqueued, done),
-        "finish_s": _delta(last, done),
+        "first_instruction_s": delta(enqueued, first),
+        "pickup_s": delta(enqueued, pulled),
+        "launch_s": delta(pulled, first),
+        "total_s": delta(enqueued, done),
+        "finish_s": delta(last, done),
         "status_changes": [[round(c.at - (enqueued or c.at), 3), c.status, c.reason] for c in changes],
     }
 
@@ -253,10 +253,6 @@ def _stamp_of(changes: Sequence[StatusChange], status: str) -> float | None:
     """When the task first reached `status` ("terminal": completed, failed or stopped)."""
     wanted = ("completed", "failed", "stopped") if status == "terminal" else (status,)
     return next((c.at for c in changes if c.status in wanted), None)
-
-
-def _delta(start: float | None, end: float | None) -> float | None:
-    return None if start is None or end is None else round(end - start, 3)
 
 
 def _problem(sample: Mapping[str, Any]) -> str | None:
