@@ -63,6 +63,7 @@ class TaskPulled(Event):
     queue_id: str | None
     queue_name: str | None
     task_name: str = ""
+    gpus: str = ""  # the GPUs this task was given, when they differ per task (dynamic GPUs)
 
 
 @dataclass(frozen=True)

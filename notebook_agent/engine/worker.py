@@ -224,6 +224,7 @@ class Worker:
             order = QueueOrder(self.queues, fairness=self.options.order_fairness)
             api.workers.register(self.session, self.worker_id, queues=[q.id for q in self.queues])
             registered = True
+            self._publish_services_limit()
             self._long_poll = bool(self.session.claim(api.queues.LONG_POLL_CLAIM)) and not self.options.stop_when_idle
             self._make_slots()
             self._gate = self._make_gate(schedule)
@@ -472,9 +473,21 @@ class Worker:
             if allocator is not None and gpus:
                 allocator.release(gpus)  # the GPUs go back whatever happened to the task
 
-        self.bus.publish(TaskPulled(task_id, queue.id, queue.name))
+        self.bus.publish(TaskPulled(task_id, queue.id, queue.name, gpus=",".join(gpus)))
         self._slots.launch(RunningSlot(task_id, queue.id, visible), work, on_end, on_freed=reporter.report_now)
         self._set_state(WorkerState.DRAINING if self._drain and self._stop.is_set() else WorkerState.RUNNING)
+
+    def _publish_services_limit(self) -> None:
+        """Services mode's limit as the worker's `max_num_instances` runtime property, where clearml-agent keeps it
+        (tools read it there); a server without runtime properties just does not get it."""
+        limit = self.options.services_mode
+        if limit is None:
+            return
+        try:
+            prop = {"key": "max_num_instances", "value": str(limit if limit > 0 else -1)}
+            api.workers.set_runtime_properties(self.session, self.worker_id, [prop])
+        except APIError as err:
+            logger.info("services mode limit not stored as a runtime property: %s", err)
 
     def _set_state(self, state: WorkerState, detail: str = "") -> None:
         if state is self.state and detail == self.state_detail:

@@ -47,6 +47,7 @@ class TaskView:
     fraction: float | None = None
     log_tail: tuple[str, ...] = ()
     log_lines: int = 0  # lines seen in all (the tail keeps the last LOG_TAIL_LINES)
+    gpus: str = ""  # its own GPUs (dynamic GPUs); "" when it has the worker's
 
     @property
     def running(self) -> bool:
@@ -130,7 +131,9 @@ class PanelState:
                 self._state, self._detail = event.state, event.detail
             elif isinstance(event, TaskPulled):
                 self._tasks[event.task_id] = _Task(
-                    TaskView(event.task_id, event.task_name, event.queue_name or "", pulled_at=event.time)
+                    TaskView(
+                        event.task_id, event.task_name, event.queue_name or "", pulled_at=event.time, gpus=event.gpus
+                    )
                 )
                 self._trim()
             elif isinstance(event, TaskPhaseChanged):

@@ -86,16 +86,17 @@ def worker_card(
         verb = "pulling from" if snapshot.state == WorkerState.IDLE else "queues"
         lines.append(f"{verb} {order}" + (" (first has priority)" if len(queues) > 1 else ""))
 
-    current = snapshot.current
-    if current is not None:
-        url = web_url(current.task_id) if web_url is not None else ""
-        name = html.escape(current.name or current.task_id[:8])
-        title = link(url, current.name or current.task_id[:8]) if url else name
-        step = f" &middot; {html.escape(current.step)}" if current.step else ""
-        color = PHASE_COLORS.get(current.phase, "#1565c0")
+    # Every running task: one normally, several in services mode or with dynamic GPUs (each on its own GPUs).
+    for task in (t for t in snapshot.tasks if t.running):
+        url = web_url(task.task_id) if web_url is not None else ""
+        name = html.escape(task.name or task.task_id[:8])
+        title = link(url, task.name or task.task_id[:8]) if url else name
+        step = f" &middot; {html.escape(task.step)}" if task.step else ""
+        gpus = f" &middot; GPUs {html.escape(task.gpus)}" if task.gpus else ""
+        color = PHASE_COLORS.get(task.phase, "#1565c0")
         lines.append(
-            f"task {title} <code>{html.escape(current.task_id[:8])}</code> {badge(current.phase.value, color)}"
-            f"{step} &middot; {format_duration(current.duration(now))}"
+            f"task {title} <code>{html.escape(task.task_id[:8])}</code> {badge(task.phase.value, color)}"
+            f"{step}{gpus} &middot; {format_duration(task.duration(now))}"
         )
     if snapshot.error:
         lines.append(f"<span style='color:#c62828'>{html.escape(snapshot.error)}</span>")

@@ -68,6 +68,9 @@ def test_services_mode_stop_aborts_every_running_task_as_stopped(raw, run_worker
             timeout=120,
         )
         assert run.worker.current is not None and run.worker.current[0] in ids
+        # The limit where clearml-agent keeps it: "no limit" is -1 there.
+        props = raw.ok("workers.get_runtime_properties", {"worker": run.worker.worker_id})["runtime_properties"]
+        assert {"key": "max_num_instances", "value": "-1"} in [{k: p[k] for k in ("key", "value")} for p in props]
         run.worker.stop(drain=False, timeout=60, reason="agent stopped")
         assert not run.worker._thread.is_alive()
     for task_id in ids:

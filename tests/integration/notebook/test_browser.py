@@ -103,6 +103,9 @@ def test_quickstart_in_jupyterlab_shows_the_panel(lab):
             page.screenshot(path=str(ARTIFACTS / "quickstart-card.png"))
             # A log tab with the first task's lines.
             panel.get_by_text("Tasks", exact=False).first.click()
+            # The panel opens the newest task's tab; the first task's lines are in its own tab.
+            tabs = panel.locator(".lm-TabBar-tab, .p-TabBar-tab")
+            tabs.filter(has_text="sample: count").first.click()
             expect(panel.locator("pre", has_text="step 4").first).to_be_visible(timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "quickstart-tasks.png"))
             # The machine panel: CPU and RAM sparklines (and one per GPU where there are GPUs).

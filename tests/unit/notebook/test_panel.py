@@ -107,6 +107,18 @@ def test_worker_card_shows_worker_state_and_current_task_link(agent, make_panel)
     assert panel.sections.get_title(2) == "Tasks (1 running)"
 
 
+def test_the_card_lists_every_running_slot_with_its_gpus(agent, make_panel):
+    # Dynamic GPUs: several tasks at once, each on the GPUs it was given; the worker id says dgpu.
+    panel = make_panel(agent)
+    agent.state.apply(WorkerStateChanged("nb-host:dgpu0-7", WorkerState.RUNNING, time=100.0))
+    agent.state.apply(TaskPulled("q" * 32, "q1", "quad", task_name="big", gpus="0,1,2,3"))
+    agent.state.apply(TaskPulled("d" * 32, "q2", "dual", task_name="small", gpus="4,5"))
+    panel.refresh()
+    card = panel.card.value
+    assert "nb-host:dgpu0-7" in card
+    assert "GPUs 0,1,2,3" in card and "GPUs 4,5" in card and "big" in card and "small" in card
+
+
 def test_the_card_shows_the_worker_error(agent, make_panel):
     panel = make_panel(agent)
     agent.state.record_error("ConnectionError: <server down>")
