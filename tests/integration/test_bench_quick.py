@@ -47,12 +47,9 @@ def test_quick_env_build_writes_both_agents_numbers(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("bench-")] == []  # work folders removed
 
 
-# Scenarios whose quick run is checked generically: it completes, and every row has both agents' medians.
-QUICK_SCENARIOS = ["pickup", "end_to_end", "idle", "log_throughput"]
-
-
-@pytest.mark.parametrize("scenario", QUICK_SCENARIOS)
-def test_quick_scenario_writes_both_agents_numbers(tmp_path: Path, scenario: str) -> None:
+def _run_quick(tmp_path: Path, scenario: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """`python -m bench --quick --scenario S` with results and work folders in tmp_path: the run and its JSON,
+    after checking it exited 0 with no errors."""
     results = tmp_path / "results"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
     env["TMPDIR"] = str(tmp_path)
@@ -65,11 +62,20 @@ def test_quick_scenario_writes_both_agents_numbers(tmp_path: Path, scenario: str
         timeout=240,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-
     (path,) = results.glob(f"{scenario}-*.json")
     data = json.loads(path.read_text())
     assert data["scenario"] == scenario and data["quick"] is True
     assert data["errors"] == []
+    return done, data
+
+
+# Scenarios whose quick run is checked generically: it completes, and every row has both agents' medians.
+QUICK_SCENARIOS = ["pickup", "end_to_end", "idle", "log_throughput"]
+
+
+@pytest.mark.parametrize("scenario", QUICK_SCENARIOS)
+def test_quick_scenario_writes_both_agents_numbers(tmp_path: Path, scenario: str) -> None:
+    done, data = _run_quick(tmp_path, scenario)
     assert {s["agent"] for s in data["samples"] if s["status"] == "completed"} == {"ours", "clearml-agent"}
     assert data["summary"]
     for row in data["summary"]:
@@ -84,23 +90,7 @@ OURS_ONLY_QUICK = {"kernel_rtt": ("p50_ms", "p99_ms"), "server_scale": ("next_ta
 
 @pytest.mark.parametrize("scenario", sorted(OURS_ONLY_QUICK))
 def test_quick_ours_only_scenario_writes_its_numbers(tmp_path: Path, scenario: str) -> None:
-    results = tmp_path / "results"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
-    env["TMPDIR"] = str(tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--scenario", scenario, "--results-dir", str(results)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-
-    (path,) = results.glob(f"{scenario}-*.json")
-    data = json.loads(path.read_text())
-    assert data["scenario"] == scenario and data["quick"] is True
-    assert data["errors"] == []
+    done, data = _run_quick(tmp_path, scenario)
     for metric in OURS_ONLY_QUICK[scenario]:
         assert [row for row in data["summary"] if row["metric"] == metric and row["ours"]["median"] is not None]
     assert f"## {scenario} " in done.stdout  # the printed table
