@@ -23,6 +23,7 @@ class Codes(Enum):
     NO_DEFAULT_QUEUE = (400, 707)
     MULTIPLE_DEFAULT_QUEUES = (400, 708)
     EXPECTED_UNIQUE_DATA = (400, 801)  # duplicate name
+    INVALID_WORKER_ID = (400, 1001)  # status_report of a worker the server does not know (or whose timeout passed)
     WORKER_NOT_REGISTERED = (400, 1004)
     UNAUTHORIZED = (401, None)
     NO_CREDENTIALS = (401, 20)
@@ -72,11 +73,18 @@ class NotFoundError(APIError):
 
 
 class TransportError(APIError):
-    """No usable answer within the retry budget: connection errors, timeouts or 429/5xx. `code` is 0."""
+    """No usable answer within the retry budget: connection errors, timeouts or 429/5xx. `code` is 0.
 
-    def __init__(self, endpoint: str, cause: str, *, status: int | None = None, url: str = "") -> None:
+    `maybe_delivered` is False only when the last attempt surely never reached the server (connection refused,
+    connect timeout, 429): then a re-send cannot double anything. After a read timeout, a connection reset once the
+    request was sent, or a 502/503/504 from a proxy, the server may have acted on it."""
+
+    def __init__(
+        self, endpoint: str, cause: str, *, status: int | None = None, url: str = "", maybe_delivered: bool = True
+    ) -> None:
         self.cause = cause
         self.status = status  # the last HTTP status, None when the server was never reached
+        self.maybe_delivered = maybe_delivered
         super().__init__(0, 0, f"giving up after retries: {cause}", endpoint, {"url": url, "status": status})
 
 

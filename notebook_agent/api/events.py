@@ -7,6 +7,10 @@ from typing import Any
 
 from notebook_agent.api._common import API_VERSION, Sender, call
 
+# The embedded server's token claim: it stores a log event that carries an `id` once per task (a re-sent batch
+# adds nothing). Real servers lack it and give every event a fresh id, so clients send no `id` there.
+EVENT_IDS_CLAIM = "notebook_agent_event_ids"
+
 LOG_LEVELS = frozenset({"notset", "debug", "verbose", "info", "warn", "warning", "error", "fatal", "critical"})
 
 
@@ -31,12 +35,17 @@ def log_event(
     return event
 
 
-def add_batch(session: Sender, events: list[dict[str, Any]]) -> dict[str, Any]:
-    """Send events as json-lines; returns {added, errors, errors_info}. Bad events are counted, not raised."""
+def add_batch(session: Sender, events: list[dict[str, Any]], *, once: bool = False) -> dict[str, Any]:
+    """Send events as json-lines; returns {added, errors, errors_info} (and `duplicates` from a server with
+    EVENT_IDS_CLAIM). Bad events are counted, not raised. `once`: a single attempt, no blind re-send after a
+    transport failure (the caller decides what to send again; needs a Session)."""
     if not events:
         # The server rejects an empty batch (400/17); nothing to send is not an error for us.
         return {"added": 0, "errors": 0}
     lines = [{k: v for k, v in event.items() if v is not None} for event in events]
+    if once:
+        extra: dict[str, Any] = {"retry_seconds": 0.0}
+        return session.send("events.add_batch", version=API_VERSION, lines=lines, **extra)
     return session.send("events.add_batch", version=API_VERSION, lines=lines)
 
 

@@ -6,12 +6,14 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import jwt
 import requests
 from requests.auth import AuthBase
+from urllib3.exceptions import ConnectTimeoutError
 
 from notebook_agent import __version__
 from notebook_agent.api.errors import APIError, TransportError, UnauthorizedError, error_for
@@ -22,14 +24,30 @@ log = logging.getLogger(__name__)
 # The SDK retries 429/502/503/509; 504 is what proxies answer when the server is slow, so it is retried too.
 RETRY_STATUSES = frozenset({429, 502, 503, 504, 509})
 RETRY_EXCEPTIONS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+# Statuses a proxy answers when the server did not answer in time: the server may have acted on the request.
+AMBIGUOUS_STATUSES = frozenset({502, 503, 504})
 BACKOFF_START = 0.2
 BACKOFF_CAP = 5.0
+IDEMPOTENCY_HEADER = "Idempotency-Key"  # the IETF httpapi draft's name; see server/idempotency.py
 REFRESH_MARGIN = 60.0  # seconds before `exp` at which the token is renewed, like the real clients
 DEFAULT_API_VERSION = "2.1"  # what the agent assumes when the token carries no api_version claim
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in str(version).split(".") if p.isdigit())
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """True when `exc` surely came before the request reached the server (refused, unresolvable, connect timeout):
+    re-sending it cannot make the server act twice. Anything after the connection was made is ambiguous."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.ConnectionError) or isinstance(exc, requests.exceptions.ReadTimeout):
+        return False
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    # urllib3's NewConnectionError (refused, DNS) is a ConnectTimeoutError too: both fail before a byte is sent.
+    return isinstance(reason, ConnectTimeoutError)
 
 
 class _Bearer(AuthBase):
@@ -191,10 +209,14 @@ class Session:
         version: str | None = None,
         lines: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        retry_seconds: float | None = None,
     ) -> dict[str, Any]:
         """Call `service.action` and return the envelope's `data` ({} when null). Raises APIError.
 
-        `headers` are added to the request (e.g. the embedded server's long-poll extension).
+        `headers` are added to the request (e.g. the embedded server's long-poll extension). `retry_seconds`
+        limits this call's re-sends after transport failures (0: one attempt; None: `retry_total_seconds`), for
+        callers that must not re-send blindly what the server may already have acted on (events.add_batch); a
+        TransportError then says whether the request may have been delivered.
         """
         if data is not None and lines is not None:
             raise ValueError("pass either data or lines, not both")
@@ -206,18 +228,21 @@ class Session:
             body = json.dumps(data or {}).encode()
             content_type = "application/json"
         url = f"{self.base_url}/v{version}/{endpoint}" if version else f"{self.base_url}/{endpoint}"
-        request_headers = {**self._headers(content_type), **(headers or {})}
+        # One key per logical call, the same on every re-send: a server that knows the header (ours) answers a
+        # re-send of a call it already ran with the first answer instead of acting twice; others ignore it.
+        request_headers = {**self._headers(content_type), IDEMPOTENCY_HEADER: uuid.uuid4().hex, **(headers or {})}
         if self._has_keys() or self._token:
             self._ensure_token()
         try:
-            return self._call(endpoint, url, body, request_headers, None)
+            return self._call(endpoint, url, body, request_headers, None, retry_seconds)
         except UnauthorizedError:
-            # The token may have been revoked or the server restarted with a new secret: re-login once.
+            # The token may have been revoked, may have expired while the server was down, or the server restarted
+            # with a new secret: re-login once. A 401 means the server did not act, so the re-send doubles nothing.
             if not self._has_keys():
                 raise
             log.info("%s answered 401; logging in again and retrying once", endpoint)
             self.login()
-            return self._call(endpoint, url, body, request_headers, None)
+            return self._call(endpoint, url, body, request_headers, None, retry_seconds)
 
     def _headers(self, content_type: str) -> dict[str, str]:
         headers = {"Content-Type": content_type, "X-ClearML-Client": self.client}
@@ -225,17 +250,33 @@ class Session:
             headers["X-ClearML-Worker"] = self.worker
         return headers
 
-    def _call(self, endpoint: str, url: str, body: bytes, headers: dict[str, str], auth: Any) -> dict[str, Any]:
-        response = self._post_with_retries(endpoint, url, body, headers, auth)
+    def _call(
+        self,
+        endpoint: str,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        auth: Any,
+        retry_seconds: float | None = None,
+    ) -> dict[str, Any]:
+        response = self._post_with_retries(endpoint, url, body, headers, auth, retry_seconds)
         return self._parse(endpoint, url, response)
 
     def _post_with_retries(
-        self, endpoint: str, url: str, body: bytes, headers: dict[str, str], auth: Any
+        self,
+        endpoint: str,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        auth: Any,
+        retry_seconds: float | None = None,
     ) -> requests.Response:
-        deadline = self._clock() + self.retry_total_seconds
+        budget = self.retry_total_seconds if retry_seconds is None else retry_seconds
+        deadline = self._clock() + budget
         delay = BACKOFF_START
         while True:
             status: int | None = None
+            maybe_delivered = True
             try:
                 # POST with a JSON body: the server ignores the method, and POST bodies survive proxies.
                 response = self._http.post(
@@ -249,15 +290,23 @@ class Session:
                 )
             except RETRY_EXCEPTIONS as exc:
                 cause = self._redact(f"{type(exc).__name__}: {exc}")
+                maybe_delivered = not _never_sent(exc)
             else:
                 log.debug("%s -> HTTP %s", mask_url(url), response.status_code)
                 if response.status_code not in RETRY_STATUSES:
                     return response
                 status = response.status_code
                 cause = f"HTTP {status} {response.reason or ''}".strip()
+                maybe_delivered = status in AMBIGUOUS_STATUSES
                 response.close()
             if self._clock() + delay > deadline:
-                raise TransportError(endpoint, f"{mask_url(url)}: {cause}", status=status, url=mask_url(url))
+                raise TransportError(
+                    endpoint,
+                    f"{mask_url(url)}: {cause}",
+                    status=status,
+                    url=mask_url(url),
+                    maybe_delivered=maybe_delivered,
+                )
             log.warning("%s failed (%s); retrying in %.1fs", endpoint, cause, delay)
             self._sleep(delay)
             delay = min(delay * 2, BACKOFF_CAP)

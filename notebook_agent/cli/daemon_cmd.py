@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from notebook_agent import api
 from notebook_agent.cli.common import ConsolePrinter, connect
 from notebook_agent.cli.detach import STOP_REASON, start_detached, stop_daemons
 from notebook_agent.cli.docker_args import add_docker_arguments
+from notebook_agent.config import Config
+from notebook_agent.engine import task_registry
+from notebook_agent.engine.connection_errors import explain_api_error, retry_budget
 from notebook_agent.engine.events import EventBus
 from notebook_agent.engine.gpu_allocator import GpuAllocator
 from notebook_agent.engine.gpus import looks_like_queue_gpus, nvml_gpu_ids, parse_gpus, parse_queue_gpus
@@ -183,21 +189,37 @@ def run(args: argparse.Namespace) -> int:
         docker=args.docker,
         force_current_version=args.force_current_version,
     )
-    worker = Worker(config, options, bus=bus)
+    # The configured retry budget: an unreachable server is reported in seconds rather than after a minute.
+    session = api.Session.from_config(config.api, retry_total_seconds=retry_budget(config))
+    worker = Worker(config, options, bus=bus, session=session)
     # SIGTERM (`daemon --stop`, a service manager): abort the running tasks, reported `stopped` with this reason.
     signal.signal(signal.SIGTERM, lambda *_: worker.stop(drain=False, reason=STOP_REASON))
+    threading.Thread(target=_deliver_leftovers, args=(config,), name="notebook-agent-reaper", daemon=True).start()
     try:
         worker.run()
     except (QueueNotFoundError, ScheduleError, NotImplementedError) as err:
         print(f"notebook-agent daemon: {err}", file=sys.stderr)
         return 2
+    except api.APIError as err:  # wrong credentials, an unreachable server: say which and how to fix it
+        print(f"notebook-agent daemon: {explain_api_error(err, config)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         worker.stop(drain=False)
     finally:
         printer.close()
+        session.close()
         if server is not None:
             server.stop()
     return 0
+
+
+def _deliver_leftovers(config: Config) -> None:
+    """What an earlier agent left behind (log lines, final statuses, orphaned tasks) goes to the server now."""
+    try:
+        for item in task_registry.reap(STATE_DIR, task_registry.session_factory([config.api])):
+            print(f"notebook-agent: {item.message()}", flush=True)
+    except Exception:  # a background thread: say it, never take the daemon down
+        logging.getLogger(__name__).exception("delivering what an earlier agent left failed")
 
 
 def _detach(args: argparse.Namespace) -> int:

@@ -13,9 +13,10 @@ from notebook_agent import api
 from notebook_agent.api import APIError
 from notebook_agent.cli.common import ConsolePrinter, connect
 from notebook_agent.cli.docker_args import add_docker_arguments
-from notebook_agent.config import load_config
+from notebook_agent.config import Config, load_config
 from notebook_agent.engine import in_container
 from notebook_agent.engine.build_config import build_settings
+from notebook_agent.engine.connection_errors import explain_api_error, retry_budget
 from notebook_agent.engine.docker import docker_settings
 from notebook_agent.engine.events import EventBus, TaskPhase
 from notebook_agent.engine.runner import RunnerSettings, TaskRunner
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     bus = EventBus()
     printer = ConsolePrinter(bus)
     worker_id = standalone_worker_id(str(config.agent("worker_name", "") or ""))
-    session = api.Session.from_config(config.api, worker=worker_id)
+    session = api.Session.from_config(config.api, worker=worker_id, retry_total_seconds=retry_budget(config))
     try:
         task_id = args.task_id
         try:
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             if status == "queued":
                 api.tasks.dequeue(session, task_id)  # so no worker pulls it while it runs here
         except APIError as err:
-            print(f"notebook-agent execute: {err}", file=sys.stderr)
+            print(f"notebook-agent execute: {_explain(err, config)}", file=sys.stderr)
             return 2
         settings = RunnerSettings(
             work_root=Path(tempfile.gettempdir()) / "notebook-agent" / worker_id.replace(":", "_"),
@@ -69,9 +70,11 @@ def run(args: argparse.Namespace) -> int:
         )
         runner = TaskRunner(session, config.api, worker_id, settings, bus=bus)
         # Like clearml-agent's execute: report the task as ours (the server then shows this worker on it),
-        # and leave no worker behind afterwards.
-        api.workers.status_report(session, worker_id, int(time.time()) * 1000, task=task_id)
+        # and leave no worker behind afterwards. Registered first: a server answers a status report of a worker
+        # it does not know with 400/1001.
+        api.workers.register(session, worker_id)
         try:
+            api.workers.status_report(session, worker_id, int(time.time()) * 1000, task=task_id)
             outcome = runner.run(task_id, pulled_message="launch by agent")
         finally:
             api.workers.unregister(session, worker_id)
@@ -84,3 +87,10 @@ def run(args: argparse.Namespace) -> int:
         session.close()
         if server is not None:
             server.stop()
+
+
+def _explain(err: APIError, config: Config) -> str:
+    """A refused login or an unreachable server gets its fix; a task error (unknown id) is clear as it is."""
+    if isinstance(err, (api.TransportError, api.UnauthorizedError)):
+        return explain_api_error(err, config)
+    return str(err)

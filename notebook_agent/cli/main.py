@@ -8,8 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from notebook_agent import __version__
+from notebook_agent.api import APIError
 from notebook_agent.cli import build_cmd, daemon_cmd, demo_cmd, execute_cmd, server_cmd, submit_cmd
 from notebook_agent.config import ConfigError
+from notebook_agent.engine.connection_errors import explain_api_error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,4 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as err:  # a broken clearml.conf or CLEARML_* variable: say where and how to fix it
         print(f"notebook-agent: {err}", file=sys.stderr)
+        return 2
+    except APIError as err:  # what a command did not explain itself (submit, build): no traceback, the reason
+        print(f"notebook-agent: {explain_api_error(err, None)}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from notebook_agent.server import EmbeddedServer
+from notebook_agent.server.http_handler import DEFAULT_MAX_BODY
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +23,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8008, help="port to listen on (default 8008; 0 picks a free one)")
     p.add_argument("--access-key", default=None, help="use this access key instead of a generated one")
     p.add_argument("--secret-key", default=None, help="the secret key that goes with --access-key")
+    p.add_argument(
+        "--max-body-mb",
+        type=_positive_mb,
+        default=DEFAULT_MAX_BODY // 2**20,
+        help=f"largest request body accepted, in MiB (default {DEFAULT_MAX_BODY // 2**20}; bigger ones get 413)",
+    )
     p.set_defaults(func=run)
+
+
+def _positive_mb(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 MiB")
+    return value
 
 
 def _interrupt(*_: object) -> None:
@@ -35,7 +49,12 @@ def run(args: argparse.Namespace) -> int:
         print("notebook-agent server: give --access-key and --secret-key together", file=sys.stderr)
         return 2
     server = EmbeddedServer(
-        args.data_dir, host=args.host, port=args.port, access_key=args.access_key, secret_key=args.secret_key
+        args.data_dir,
+        host=args.host,
+        port=args.port,
+        access_key=args.access_key,
+        secret_key=args.secret_key,
+        max_body=args.max_body_mb * 2**20,
     )
     try:
         server.start()

@@ -134,6 +134,12 @@ agent {
     queue_poll_freq_sec: 0.25
     # CLEARML_AGENT_STATUS_REPORT_FREQ_SEC: same as clearml-agent.
     status_report_freq_sec: 30
+    # Ours: the `timeout` the worker registers with: the server drops a worker silent for this long, and ours
+    # then gives a task that worker popped but never started back to its queue. 600 is the server's default.
+    worker_registration_timeout_sec: 600
+    # Ours: how long the CLI's calls to the server retry (connection errors, timeouts, 5xx) before it gives up and
+    # says why; clearml-agent retries 240 times.
+    api_retry_total_sec: 60
     worker_tags: []
     cpu_only: false
     # Ours (clearml-agent#71): pull a task only while each of the agent's GPUs (--gpus; every GPU when none is
@@ -155,6 +161,13 @@ agent {
     notebook {
         shutdown: abort
         drain_timeout_sec: 60
+    }
+
+    # Ours: log lines that cannot reach the server (an outage) wait in <state_dir>/spool/<task_id>.jsonl and are
+    # sent, in order and each once, when it is back. At most max_bytes per task on disk; beyond it the task's
+    # writes block until the spool drains (no line is ever dropped).
+    log_spool {
+        max_bytes: 268435456
     }
 }
 """

@@ -153,11 +153,11 @@ def lookup(entry: EnvVar, env: Mapping[str, str]) -> tuple[str, Any] | None:
         try:
             value = _CONVERT[entry.type](raw)
         except ValueError:
-            raise _bad_value(name, raw, _EXPECTED[entry.type], _EXAMPLE[entry.type]) from None
+            raise _bad_value(name, entry.key, raw, _EXPECTED[entry.type], _EXAMPLE[entry.type]) from None
         if entry.choices:
             value = value.lower()
             if value not in entry.choices:
-                raise _bad_value(name, raw, f"one of {', '.join(entry.choices)}", entry.choices[0])
+                raise _bad_value(name, entry.key, raw, f"one of {', '.join(entry.choices)}", entry.choices[0])
         return name, value
     return None
 
@@ -179,10 +179,10 @@ def apply_env(tree: ConfigTree, env: Mapping[str, str]) -> dict[str, str]:
     return applied
 
 
-def _bad_value(name: str, raw: str, expected: str, example: str) -> ConfigError:
+def _bad_value(name: str, key: str, raw: str, expected: str, example: str) -> ConfigError:
     got = "" if is_secret_name(name) else f", got {raw.strip()[:40]!r}"
     return ConfigError(
-        f"bad environment variable value: expected {expected}{got}",
+        f"bad environment variable value (it sets {key}): expected {expected}{got}",
         key=name,
         fix=f"set {name} to {expected}, e.g. {name}={example}, or unset it",
     )

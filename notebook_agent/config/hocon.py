@@ -38,7 +38,7 @@ def parse_text(text: str, path: Path | str | None = None) -> ConfigTree:
         tree = ConfigFactory.parse_string(text, basedir=basedir)
     except ParseBaseException as exc:
         # exc.msg is pyparsing's "Expected ..." without the "found <text>" part, which could be a secret.
-        raise _syntax_error(text, path, exc.lineno, exc.msg) from None
+        raise _syntax_error(text, path, exc.lineno, exc.col, exc.loc, exc.msg) from None
     except ConfigSubstitutionException as exc:
         found = re.search(r"\(line: (\d+)", str(exc))
         variable = re.search(r"\$\{\??([^}]+)\}", str(exc))
@@ -61,15 +61,30 @@ def parse_text(text: str, path: Path | str | None = None) -> ConfigTree:
     return tree
 
 
-def _syntax_error(text: str, path: Path | str | None, lineno: int, message: str) -> ConfigError:
+def _syntax_error(text: str, path: Path | str | None, lineno: int, col: int, loc: int, message: str) -> ConfigError:
     lines = text.splitlines()
+    at_end = not text[loc:].strip()
     if lines and lineno > len(lines):  # "found end of text": the last line lacks a } or ]
-        lineno = len(lines)
-    excerpt = _excerpt(lines[lineno - 1]) if 0 < lineno <= len(lines) else ""
-    problem = f"HOCON syntax error: {message}"
+        lineno, col = len(lines), 0
+    source_line = lines[lineno - 1] if 0 < lineno <= len(lines) else ""
+    excerpt = _excerpt(source_line)
+    problem = f"HOCON syntax error: {message}, found {_found(text, loc, source_line, at_end)}"
     if excerpt:
         problem += f" in: {excerpt}"
-    return ConfigError(problem, path=path, line=lineno, fix=_SYNTAX_FIX)
+    return ConfigError(problem, path=path, line=lineno, column=col or None, fix=_SYNTAX_FIX)
+
+
+def _found(text: str, loc: int, line: str, at_end: bool) -> str:
+    """The token where parsing stopped, quoted; hidden when its line may hold a secret."""
+    if at_end:
+        return "the end of the file"
+    rest = text[loc:].lstrip(" \t")  # not past the line: the next line may hold a secret
+    if rest.startswith(("\n", "\r")):
+        return "the end of the line"
+    token = re.match(r"\S{1,20}", rest)
+    if token is None or is_secret_name(line) or is_secret_name(token.group()):
+        return "a token on a line that may hold a secret (not shown)"
+    return repr(mask_url(token.group()))
 
 
 def _excerpt(line: str, limit: int = 80) -> str:

@@ -159,6 +159,8 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("agent.worker_name", _text, "a string", 'worker_name: "my-machine"'),
     _Rule("agent.queue_poll_freq_sec", _positive, _SECONDS, "queue_poll_freq_sec: 0.25"),
     _Rule("agent.status_report_freq_sec", _positive, _SECONDS, "status_report_freq_sec: 30"),
+    _Rule("agent.worker_registration_timeout_sec", _positive, _SECONDS, "worker_registration_timeout_sec: 600"),
+    _Rule("agent.api_retry_total_sec", _positive, _SECONDS, "api_retry_total_sec: 60"),
     _Rule("agent.gpu_min_free_memory_gb", _non_negative, "a number of GiB, 0 or more", "gpu_min_free_memory_gb: 4"),
     _Rule("agent.venvs_cache.max_entries", _count, "a whole number, 0 or more", "max_entries: 10"),
     _Rule("agent.venvs_cache.free_space_threshold_gb", _number, "a number", "free_space_threshold_gb: 2.0"),
@@ -197,6 +199,13 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("agent.notebook", _section, "a section", "notebook { shutdown: abort }"),
     _Rule("agent.notebook.shutdown", _choice("abort", "drain"), "abort or drain", "shutdown: drain"),
     _Rule("agent.notebook.drain_timeout_sec", _positive, _SECONDS, "drain_timeout_sec: 60"),
+    _Rule("agent.log_spool", _section, "a section", "log_spool { max_bytes: 268435456 }"),
+    _Rule(
+        "agent.log_spool.max_bytes",
+        lambda value: _count(_positive(value)),
+        "a whole number of bytes above 0",
+        "max_bytes: 268435456",
+    ),
 )
 
 

@@ -100,7 +100,7 @@ def _prepare(
     try:
         return prepare(task, work_dir, settings=build_settings(config), env=env, reporter=_PrintReporter(out))
     except EnvironmentSetupError as err:
-        for line in [*err.detail.splitlines(), f"Environment setup failed: {err.reason}"]:
+        for line in [*err.log_detail.splitlines(), f"Environment setup failed: {err.reason}"]:
             print(line, file=out, flush=True)
         return None
 

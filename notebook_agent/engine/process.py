@@ -22,6 +22,8 @@ from typing import IO
 
 import psutil
 
+from notebook_agent.engine import exit_status as exits
+from notebook_agent.engine.exit_status import ExitStatus, OomCounter
 from notebook_agent.engine.log_lines import LineAssembler
 
 logger = logging.getLogger(__name__)
@@ -107,10 +109,15 @@ class TaskProcess:
         self._terminated_by_us = False
         self._tree_done = False
         self.output_error: BaseException | None = None  # the first exception raised by on_output, if any
+        self._oom: OomCounter | None = None
+        self._oom_before: int | None = None
 
     def start(self) -> None:
         if self._proc is not None:
             raise RuntimeError("task process already started")
+        # The cgroup's OOM-kill count before the task runs: a SIGKILL while it grew was the OOM killer's.
+        self._oom = exits.oom_counter_factory()
+        self._oom_before = self._oom.read()
         self._proc = subprocess.Popen(
             self.argv,
             cwd=str(self.cwd),
@@ -139,6 +146,15 @@ class TaskProcess:
 
     def poll(self) -> int | None:
         return self._proc.poll() if self._proc is not None else None
+
+    def exit_status(self, code: int | None = None) -> ExitStatus:
+        """How the process ended (`code`: its exit code, else the one it has now), and whether the OOM killer acted
+        in the agent's cgroup while it ran (looked into only for a failure)."""
+        code = self.poll() if code is None else code
+        oom = None
+        if code and self._oom is not None:
+            oom = exits.oom_grew(self._oom_before, self._oom.read())
+        return ExitStatus(code, oom)
 
     def wait(self, timeout: float | None = None) -> int | None:
         """The exit code once the process has exited and all its output was delivered; None on timeout."""

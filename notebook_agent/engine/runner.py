@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from notebook_agent import api
-from notebook_agent.api import APIError
+from notebook_agent.api import APIError, TransportError
 from notebook_agent.config import ApiConfig
-from notebook_agent.engine import docker_launch, task_registry
+from notebook_agent.engine import docker_launch, final_status, task_registry
 from notebook_agent.engine.abort_watch import AbortWatch
 from notebook_agent.engine.docker import DockerSettings
 from notebook_agent.engine.events import EnvBuildStep, EventBus, TaskLogLines, TaskPhase, TaskPhaseChanged
+from notebook_agent.engine.exit_status import ExitStatus
+from notebook_agent.engine.log_delivery import EventDelivery
 from notebook_agent.engine.log_shipper import LogShipper
+from notebook_agent.engine.log_spool import DEFAULT_MAX_BYTES, LogSpool, spool_path
 from notebook_agent.engine.process import TaskProcess
 from notebook_agent.engine.task_env import task_environment, write_task_config
 from notebook_agent.environment import BuildSettings, EnvironmentSetupError, PreparedEnvironment, prepare
@@ -32,6 +35,8 @@ from notebook_agent.environment.commands import run as run_command
 logger = logging.getLogger(__name__)
 
 OUTPUT_DRAIN_SEC = 5.0
+LOG_CLOSE_SLICE_SEC = 5.0  # while the server is down, how often the end of a task looks whether it must leave
+STATUS_RETRY_SEC = 5.0  # between tries of a final status that did not reach the server
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,8 @@ class RunnerSettings:
     # Docker mode (`--docker`): the task process is `docker run ...` and the agent inside the container builds the
     # environment (see engine/docker.py); None runs tasks in a venv on this host.
     docker: DockerSettings | None = None
+    # agent.log_spool.max_bytes: a task's log lines waiting on disk (under state_dir) while the server is away.
+    log_spool_max_bytes: int = DEFAULT_MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,7 @@ class TaskRunner:
         self._abort_reasons: dict[str, str] = {}  # the status_reason an abort asked for (the first one wins)
         self._watches: dict[str, AbortWatch] = {}
         self._visible: dict[str, str | None] = {}  # per run: CUDA_VISIBLE_DEVICES (dynamic GPUs: the task's grant)
+        self._leaving = threading.Event()  # the worker stops: an ended task's log and status need not wait here
 
     # public API -------------------------------------------------------------------------------------------
     def abort(self, task_id: str, reason: str = "user abort") -> bool:
@@ -121,6 +129,11 @@ class TaskRunner:
             watch.trigger(reason)  # before the event: the watch's own poll would call it a plain "user abort"
         event.set()
         return True
+
+    def leave(self) -> None:
+        """The worker is going away: tasks that ended while the server is unreachable stop waiting for it; their
+        unsent log stays in the spool and their final status on disk, for the next load to deliver."""
+        self._leaving.set()
 
     @property
     def running(self) -> list[str]:
@@ -144,12 +157,7 @@ class TaskRunner:
             self._aborts[task_id] = local_abort
             self._visible[task_id] = self.settings.visible_devices if visible_devices is None else visible_devices
         work_dir = self.settings.work_root / task_id
-        shipper = LogShipper(
-            lambda events: api.events.add_batch(self.session, events),
-            task_id,
-            self.worker_id,
-            flush_interval=self.settings.log_flush_sec,
-        )
+        shipper = self._shipper(task_id)
         shipper.start()
         try:
             return self._run(task_id, queue_id, pulled_message, work_dir, shipper, local_abort)
@@ -161,7 +169,8 @@ class TaskRunner:
                 self._agent_lines(task_id, shipper, [reason])
             return self._finish(task_id, shipper, TaskPhase.FAILED, reason[:500])
         finally:
-            shipper.close()  # already closed on the usual paths; this covers an error on the way
+            if not shipper.close():  # already closed on the usual paths; this covers an error on the way
+                shipper.abandon()  # what could not be sent waits in the spool for the next load
             task_registry.remove(self.settings.state_dir, task_id)  # the process has ended on every path here
             with self._lock:
                 self._aborts.pop(task_id, None)
@@ -189,6 +198,7 @@ class TaskRunner:
 
         self._phase(task_id, TaskPhase.BUILDING, task_name=str(task.get("name") or ""))
         work_dir.mkdir(parents=True, exist_ok=True)
+        work_dir.chmod(0o700)  # a private repository's checkout and the task's credentials: this user's only
         if self.settings.docker is not None:
             return self._run_in_docker(task, self.settings.docker, work_dir, shipper, local_abort)
         config_file = write_task_config(work_dir / "clearml.conf", self.api_config)
@@ -205,7 +215,8 @@ class TaskRunner:
             self._setup_script(task, work_dir, env, reporter)
             prepared = prepare(task, work_dir, settings=self.settings.build, env=env, reporter=reporter)
         except EnvironmentSetupError as err:
-            self._agent_lines(task_id, shipper, [*err.detail.splitlines(), f"Environment setup failed: {err.reason}"])
+            failed = f"Environment setup failed: {err.reason}"
+            self._agent_lines(task_id, shipper, [*err.log_detail.splitlines(), failed])
             return self._finish(task_id, shipper, TaskPhase.FAILED, err.reason)
         try:
             return self._execute(task, prepared, env, shipper, local_abort)
@@ -289,7 +300,7 @@ class TaskRunner:
             exit_code = self._wait(process, watch, task_id, local_abort, stop_first)
         finally:
             watch.close()
-        return self._report_exit(task_id, shipper, exit_code, watch)
+        return self._report_exit(task_id, shipper, exit_code, watch, process)
 
     def _wait(
         self,
@@ -319,7 +330,14 @@ class TaskRunner:
                     stop_first()  # docker mode: stop the container, then end its docker client
                 return process.terminate_tree(self.settings.grace_sec)
 
-    def _report_exit(self, task_id: str, shipper: LogShipper, exit_code: int | None, watch: AbortWatch) -> TaskOutcome:
+    def _report_exit(
+        self,
+        task_id: str,
+        shipper: LogShipper,
+        exit_code: int | None,
+        watch: AbortWatch,
+        process: TaskProcess | None = None,
+    ) -> TaskOutcome:
         if watch.triggered.is_set():
             self._agent_lines(task_id, shipper, ["Process aborted by user"])
             if watch.server_changed_status:
@@ -330,26 +348,92 @@ class TaskRunner:
         if exit_code == 0:
             self._agent_lines(task_id, shipper, ["Process completed successfully"])
             return self._finish(task_id, shipper, TaskPhase.COMPLETED, "worker execution done", exit_code)
-        self._agent_lines(task_id, shipper, [f"Process failed, exit code {exit_code}"])
-        return self._finish(task_id, shipper, TaskPhase.FAILED, f"worker execution exit code {exit_code}", exit_code)
+        # A signal (SIGSEGV, SIGKILL, the OOM killer) is named: "exit code -9" alone tells a user nothing.
+        status = process.exit_status(exit_code) if process is not None else ExitStatus(exit_code)
+        how = status.describe()
+        self._agent_lines(task_id, shipper, [f"Process failed, {how}"])
+        return self._finish(task_id, shipper, TaskPhase.FAILED, f"worker execution {how}", exit_code)
 
     def _finish(
         self, task_id: str, shipper: LogShipper, phase: TaskPhase, reason: str, exit_code: int | None = None
     ) -> TaskOutcome:
-        # The whole log is on the server before the final status, so whoever sees the status sees every line.
-        if not shipper.close():
-            logger.warning("some log lines of task %s could not be sent", task_id)
-        call = {TaskPhase.COMPLETED: api.tasks.completed, TaskPhase.FAILED: api.tasks.failed}.get(
-            phase, api.tasks.stopped
-        )
+        """Deliver the whole log, then the final status, each retried while the server is unreachable; both are
+        kept on disk meanwhile, so that a worker stopped (or a process dying) first leaves them to the next load."""
         message = f"Changed by notebook-agent {self.worker_id}"
+        pending = final_status.PendingStatus(
+            task_id, self.worker_id, self.api_config.api_server, phase.value, reason, message
+        )
+        state_dir = self.settings.state_dir
+        final_status.save(state_dir, pending)
+        delivered = False
         try:
-            call(self.session, task_id, status_reason=reason, status_message=message)
-        except APIError as err:
-            # The task's own SDK may already have closed it; a forced write would hide what it said.
-            logger.info("could not mark task %s %s: %s", task_id, phase.value, err)
+            # The whole log is on the server before the final status, so whoever sees the status sees every line.
+            if self._deliver_log(task_id, shipper):
+                delivered = self._deliver_status(pending)
+        finally:
+            final_status.release(state_dir, task_id, delivered=delivered)
         self._phase(task_id, phase, reason, exit_code)
         return TaskOutcome(task_id, phase, reason, exit_code)
+
+    def _deliver_log(self, task_id: str, shipper: LogShipper) -> bool:
+        """Send the rest of the log, for as long as the server is unreachable; False when the worker leaves first
+        (the rest stays in the spool, the status must wait for it)."""
+        while not shipper.close(timeout=LOG_CLOSE_SLICE_SEC):
+            error = shipper.last_error
+            outage = (
+                error is None
+                or isinstance(error, TransportError)
+                or (isinstance(error, APIError) and error.code >= 500)
+            )
+            if not outage:
+                # The server answered that it will not take these events (e.g. the task is gone), or sending them
+                # broke here: retrying now would not help. They wait in the spool for the next load's replay.
+                what = "were refused by the server" if isinstance(error, APIError) else "could not be sent"
+                logger.warning("some log lines of task %s %s: %r", task_id, what, error)
+                shipper.abandon()
+                return True
+            if self._leaving.is_set() and error is not None:
+                kept = shipper.abandon()
+                logger.warning(
+                    "task %s: the server is unreachable (%s); its unsent log lines %s",
+                    task_id,
+                    error,
+                    "wait in the spool for the next load" if kept else "are lost (no state dir for a spool)",
+                )
+                return False
+            logger.info("task %s: the server is unreachable (%s); still sending its log", task_id, error)
+        return True
+
+    def _deliver_status(self, pending: final_status.PendingStatus) -> bool:
+        """Report the final status until it lands; False when the worker leaves first (kept for the next load)."""
+        while True:
+            try:
+                pending.send(self.session)
+                return True
+            except TransportError as err:
+                logger.warning("task %s: final status %s not delivered yet: %s", pending.task_id, pending.status, err)
+                if self._leaving.wait(STATUS_RETRY_SEC):
+                    return False
+            except APIError as err:
+                # The task's own SDK may already have closed it; a forced write would hide what it said.
+                logger.info("could not mark task %s %s: %s", pending.task_id, pending.status, err)
+                return True
+
+    def _shipper(self, task_id: str) -> LogShipper:
+        """The task's log shipper: each event delivered once, waiting in a spool under state_dir while the server
+        is away (none without a state dir)."""
+        state_dir = self.settings.state_dir
+        spool = None
+        if state_dir is not None:
+            meta = {"task_id": task_id, "worker_id": self.worker_id, "api_server": self.api_config.api_server}
+            spool = LogSpool(spool_path(state_dir, task_id), max_bytes=self.settings.log_spool_max_bytes, meta=meta)
+        return LogShipper(
+            EventDelivery(self.session, task_id),
+            task_id,
+            self.worker_id,
+            flush_interval=self.settings.log_flush_sec,
+            spool=spool,
+        )
 
     def _setup_script(self, task: dict, work_dir: Path, env: dict[str, str], reporter: _Reporter) -> None:
         script = (

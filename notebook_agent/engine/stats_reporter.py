@@ -1,10 +1,15 @@
-"""Periodic `workers.status_report` with machine stats, plus an immediate report on every task change."""
+"""Periodic `workers.status_report` with machine stats, plus an immediate report on every task change.
+
+A failed report never touches the running task: an unreachable server is logged and tried again next period, and a
+server that forgot the worker (400/1001) gets it registered again (through `on_error`) and the report repeated.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from notebook_agent import api
@@ -33,8 +38,17 @@ def gpu_indices(gpus: str | None) -> list[int] | None:
 class StatsReporter:
     """Owns the machine monitor and the reporting thread of one worker."""
 
-    def __init__(self, worker: Worker, interval_sec: float, bus: EventBus, monitor: MachineMonitor | None = None):
+    def __init__(
+        self,
+        worker: Worker,
+        interval_sec: float,
+        bus: EventBus,
+        monitor: MachineMonitor | None = None,
+        *,
+        on_error: Callable[[APIError], bool] | None = None,
+    ):
         self.worker = worker
+        self._on_error = on_error  # True: the cause was fixed (the worker registered again), report again
         self.interval_sec = max(1.0, interval_sec)
         self.bus = bus
         if monitor is None:
@@ -77,15 +91,19 @@ class StatsReporter:
             self.bus.publish(MachineStatsSampled(stats))
         current = worker.current
         with self._lock:
-            try:
-                api.workers.status_report(
-                    worker.session,
-                    worker.worker_id,
-                    int(time.time()) * 1000,
-                    task=current[0] if current else None,
-                    queue=current[1].id if current else None,
-                    queues=[q.id for q in worker.queues],
-                    machine_stats=stats,
-                )
-            except APIError as err:
-                logger.info("status report failed: %s", err)
+            for _ in range(2):
+                try:
+                    api.workers.status_report(
+                        worker.session,
+                        worker.worker_id,
+                        int(time.time()) * 1000,
+                        task=current[0] if current else None,
+                        queue=current[1].id if current else None,
+                        queues=[q.id for q in worker.queues],
+                        machine_stats=stats,
+                    )
+                    return
+                except APIError as err:
+                    logger.info("status report failed: %s", err)
+                    if self._on_error is None or not self._on_error(err):
+                        return

@@ -6,6 +6,10 @@ as an orphan that nobody watches, and the server shows it `in_progress` until it
 The next `%load_ext notebook_agent` or `Agent.start()` calls `reap()`: for every file whose owner (the process
 that ran the agent) is dead, it ends the task's session, tells the server the task was stopped, and removes the
 file. Pids are checked together with their start time, so a pid reused by an unrelated process is never signalled.
+
+Before that, `reap()` delivers what a stopped or dead agent could not (its owner gone): the log lines left in its
+spools (engine/log_spool.py), then the final statuses it had not delivered (engine/final_status.py), keeping the
+files when the server is unreachable, as it keeps pid files.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ import psutil
 from notebook_agent import api
 from notebook_agent.api import APIError, TransportError
 from notebook_agent.config import ApiConfig
+from notebook_agent.engine import final_status, log_spool
 
 # The signalling helpers of the module that owns task processes: the same guards (never our own process or
 # process group, never init) apply when a later kernel ends a task that an earlier one started.
 from notebook_agent.engine.process import _alive, _descendants, _session_members, _signal_group, _signal_pid
+from notebook_agent.masking import mask_url
 
 logger = logging.getLogger(__name__)
 
@@ -257,15 +263,18 @@ def session_factory(api_configs: Iterable[ApiConfig], *, retry_sec: float = REAP
     return session_for
 
 
-def reap(state_dir: Path, session_for: SessionFor, *, grace: float = REAP_GRACE_SEC) -> list[Reaped]:
-    """Handle the pid files under `state_dir` whose owner is dead (see the module docstring); entries of a live
-    owner, or of another machine, are left alone. Blocks up to `grace` + a few seconds per live orphan plus the
-    server calls: run it in a thread where that matters."""
-    folder = running_dir(state_dir)
-    if not folder.is_dir():
-        return []
+Leftover = Reaped | log_spool.Replayed | final_status.Delivered
+
+
+def reap(state_dir: Path, session_for: SessionFor, *, grace: float = REAP_GRACE_SEC) -> list[Leftover]:
+    """Deliver leftover log spools and final statuses, then handle the pid files under `state_dir` whose owner is
+    dead (see the module docstring); entries of a live owner, or of another machine, are left alone. Blocks up to
+    `grace` + a few seconds per live orphan plus the server calls: run it in a thread where that matters."""
     with _REAP_LOCK:
-        results = []
+        results: list[Leftover] = [*_replay_spools(state_dir, session_for), *_deliver_statuses(state_dir, session_for)]
+        folder = running_dir(state_dir)
+        if not folder.is_dir():
+            return results
         for path in sorted(folder.glob("*.json")):
             record = read(path)
             if record is None:
@@ -279,6 +288,46 @@ def reap(state_dir: Path, session_for: SessionFor, *, grace: float = REAP_GRACE_
         return results
 
 
+def _replay_spools(state_dir: Path, session_for: SessionFor) -> list[log_spool.Replayed]:
+    results = []
+    for path, meta in log_spool.leftover_spools(state_dir):
+        task_id = str(meta.get("task_id") or path.name.removesuffix(".jsonl"))
+        session = session_for(str(meta.get("api_server") or ""))
+        if session is None:
+            results.append(
+                log_spool.Replayed(task_id, 0, f"no credentials for its server {meta.get('api_server')}", True)
+            )
+            continue
+        try:
+            results.append(log_spool.replay_leftover(state_dir, task_id, session, REAP_RETRY_SEC))
+        finally:
+            session.close()
+    return results
+
+
+def _deliver_statuses(state_dir: Path, session_for: SessionFor) -> list[final_status.Delivered]:
+    results = []
+    for path, pending in final_status.leftovers(state_dir):
+        if pending is None:
+            logger.warning("removing the unreadable final status file %s", path)
+            path.unlink(missing_ok=True)
+            continue
+        if log_spool.spool_path(state_dir, pending.task_id).exists():
+            # Its log is still in the spool (the server went away again): the status must not come before it.
+            results.append(final_status.Delivered(pending.task_id, pending.status, "waits for its log", True))
+            continue
+        session = session_for(pending.api_server)
+        if session is None:
+            outcome = f"not delivered: no credentials for its server {mask_url(pending.api_server)}"
+            results.append(final_status.Delivered(pending.task_id, pending.status, outcome, True))
+            continue
+        try:
+            results.append(final_status.deliver(path, pending, session))
+        finally:
+            session.close()
+    return results
+
+
 def _reap_one(path: Path, state_dir: Path, record: TaskRecord, session_for: SessionFor, grace: float) -> Reaped:
     if record.stopped_at is None and group_alive(record):
         logger.info("task %s outlived its kernel; stopping its process group %s", record.task_id, record.pgid)
@@ -288,12 +337,12 @@ def _reap_one(path: Path, state_dir: Path, record: TaskRecord, session_for: Sess
     reason = STOPPED_REASON if process == "stopped" else GONE_REASON
     session = session_for(record.api_server)
     if session is None:
-        outcome, keep = f"no credentials for its server {record.api_server}", True
+        outcome, keep = f"no credentials for its server {mask_url(record.api_server)}", True
     else:
         try:
             outcome, keep = _mark(session, record, reason), False
         except TransportError as err:
-            outcome, keep = f"server {record.api_server} unreachable ({err.cause})", True
+            outcome, keep = f"server {mask_url(record.api_server)} unreachable ({err.cause})", True
         except APIError as err:
             # A login refused may work with the next load's credentials; anything else never will.
             outcome, keep = f"the server refused: {err}", err.code in (401, 403)
@@ -308,14 +357,9 @@ def _reap_one(path: Path, state_dir: Path, record: TaskRecord, session_for: Sess
 
 def _mark(session: api.Session, record: TaskRecord, reason: str) -> str:
     """Mark the task stopped if it still shows as run by this worker; else say why it was left alone."""
-    found = api.tasks.get_all(session, ids=[record.task_id], only_fields=["status", "last_worker"], search_hidden=True)
-    if not found:
-        return "the task is no longer on the server"
-    status, last_worker = str(found[0].get("status") or ""), str(found[0].get("last_worker") or "")
-    if status != "in_progress":
-        return f"left {status or 'unknown'} on the server"
-    if last_worker and last_worker != record.worker_id:
-        return f"left in_progress: worker {last_worker} runs it now"
+    moved = final_status.moved_on(session, record.task_id, record.worker_id)
+    if moved:
+        return f"left alone: {moved}"
     api.tasks.stopped(
         session, record.task_id, status_reason=reason, status_message=f"Changed by notebook-agent {record.worker_id}"
     )

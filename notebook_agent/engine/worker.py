@@ -19,9 +19,11 @@ from notebook_agent.engine.docker import docker_settings
 from notebook_agent.engine.events import EventBus, TaskPulled, WorkerState, WorkerStateChanged
 from notebook_agent.engine.gpu_allocator import GpuAllocator
 from notebook_agent.engine.gpus import ALL, QueueNeed, gib_to_mib, gpus_have_free_memory, nvml_gpu_ids, parse_gpus
+from notebook_agent.engine.log_spool import DEFAULT_MAX_BYTES
 from notebook_agent.engine.pull_gate import PROPERTIES_EVERY_SEC, QUEUE_TAGS_EVERY_SEC, PullGate
 from notebook_agent.engine.queue_lookup import resolve_queues
 from notebook_agent.engine.queue_order import QueueOrder, QueueRef
+from notebook_agent.engine.registration import Registration
 from notebook_agent.engine.runner import RunnerSettings, TaskOutcome, TaskRunner
 from notebook_agent.engine.schedule import Schedule
 from notebook_agent.engine.slots import RunningSlot, SlotsSnapshot, TaskSlots
@@ -118,6 +120,7 @@ class Worker:
         self._slots: TaskSlots | None = None
         self._allocator: GpuAllocator | None = None
         self._need_names: dict[str, str] = {}  # dynamic mode: queue id -> its name in queue_gpus
+        self.registration = Registration(self._register, self._stop.is_set)
         self.error: BaseException | None = None
 
     @property
@@ -161,6 +164,7 @@ class Worker:
         if self._slots is not None:
             self._slots.wake()
         if not drain and self._runner is not None:
+            self._runner.leave()  # an ended task does not wait here for an unreachable server (see runner._finish)
             for task_id in self._runner.running:
                 self._runner.abort(task_id, reason)
         if self._long_poll and self.current is None:
@@ -222,14 +226,15 @@ class Worker:
         try:
             self.queues = resolve_queues(self.session, self.options.queues, create=self.options.create_queue)
             order = QueueOrder(self.queues, fairness=self.options.order_fairness)
-            api.workers.register(self.session, self.worker_id, queues=[q.id for q in self.queues])
+            self._register()
             registered = True
             self._publish_services_limit()
             self._long_poll = bool(self.session.claim(api.queues.LONG_POLL_CLAIM)) and not self.options.stop_when_idle
             self._make_slots()
             self._gate = self._make_gate(schedule)
             self._runner = self._make_runner()
-            self._reporter = StatsReporter(self, float(self.config.agent("status_report_freq_sec", 30)), self.bus)
+            freq = float(self.config.agent("status_report_freq_sec", 30))
+            self._reporter = StatsReporter(self, freq, self.bus, on_error=self.registration.failed)
             self._reporter.start()
             try:
                 self._loop(order, self._reporter)
@@ -253,6 +258,15 @@ class Worker:
             if not VenvCache.wait_for_archives(ARCHIVE_WAIT_SEC):
                 logger.warning("venv cache archives still uploading after %.0f s; leaving them", ARCHIVE_WAIT_SEC)
             self._set_state(WorkerState.OFFLINE)
+
+    def _register(self) -> None:
+        """Register (again, when the server forgot us: see engine/registration.py) with our queues."""
+        api.workers.register(
+            self.session,
+            self.worker_id,
+            queues=[q.id for q in self.queues],
+            timeout=max(1, round(float(self.config.agent("worker_registration_timeout_sec", 600)))),
+        )
 
     def _gpu_ids(self) -> list[str]:
         """--gpus as ids (`0-3` -> 0,1,2,3; `all` through NVML)."""
@@ -292,6 +306,7 @@ class Worker:
             setup_script_enabled=bool(self.config.agent("enable_setup_shell_script", False)),
             default_setup_script=str(self.config.agent("default_setup_shell_script", "") or ""),
             state_dir=self.options.state_dir,
+            log_spool_max_bytes=int(self.config.agent("log_spool.max_bytes", DEFAULT_MAX_BYTES)),
             docker=None
             if self.options.docker is None
             else docker_settings(
@@ -317,6 +332,7 @@ class Worker:
                 self._set_state(WorkerState.PAUSED)
                 self._resume.wait()
                 continue
+            self.registration.renew()  # after an outage the server may have let the worker go
             queues, held = self._open_queues(order)
             if held:
                 self._set_state(WorkerState.IDLE, held)
@@ -326,6 +342,7 @@ class Worker:
             try:
                 pulled = self._pull(order, queues)
             except TransportError as err:
+                self.registration.failed(err)
                 logger.warning("cannot reach the server: %s", err)
                 self._stop.wait(min(5.0, max(self._poll_sec(), 1.0)))
                 continue
@@ -415,6 +432,7 @@ class Worker:
                 self._set_state(WorkerState.RUNNING)
                 slots.wait_change(1.0)
                 continue
+            self.registration.renew()
             queues, held = self._open_queues(order)
             busy = WorkerState.RUNNING if slots.running else WorkerState.IDLE
             if held:
@@ -425,6 +443,7 @@ class Worker:
             try:
                 pulled = self._pull_slot(order, queues)
             except TransportError as err:
+                self.registration.failed(err)
                 logger.warning("cannot reach the server: %s", err)
                 self._stop.wait(min(5.0, max(self._poll_sec(), 1.0)))
                 continue

@@ -130,7 +130,9 @@ class CondaManager:
         started = time.perf_counter()
         result = run(argv, cwd=prefix.parent, env=env, reporter=self.reporter)
         if result.returncode != 0:
-            raise EnvironmentSetupError(f"{tool} create failed: {_telling(result.stdout, self.specs)}", result.stdout)
+            raise EnvironmentSetupError(
+                f"{tool} create failed: {_telling(result.stdout, self.specs)}", result.stdout, logged=True
+            )
         count = len(list((prefix / "conda-meta").glob("*.json")))
         seconds = time.perf_counter() - started
         self.reporter.log(f"conda ({tool}): installed {count} packages into {prefix} in {_seconds(seconds)}")

@@ -9,7 +9,7 @@ import shutil
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from notebook_agent.environment.commands import CommandResult, mask_text, run
 from notebook_agent.environment.errors import EnvironmentSetupError
@@ -61,8 +61,11 @@ def checkout(
         if value.startswith("-") or any(c.isspace() for c in value):
             # Refuse anything git could read as an option.
             raise EnvironmentSetupError(f"invalid {name} {value!r} for {shown}")
-    clone_url = repository
-    askpass = _askpass(repository, git_user, git_pass, genv, dest.parent, git_host)
+    # A password in the URL goes through GIT_ASKPASS too: in the URL it would be in git's argv and in .git/config.
+    clone_url, url_user, url_pass = _split_password(repository)
+    if url_pass:  # the URL's own credentials are more specific than agent.git_user/git_pass
+        git_user, git_pass, git_host = url_user, url_pass, ""
+    askpass = _askpass(clone_url, git_user, git_pass, genv, dest.parent, git_host)
     dest.parent.mkdir(parents=True, exist_ok=True)
     cloned = None
     if mirror_root is not None:
@@ -78,7 +81,7 @@ def checkout(
         )
     if cloned.returncode != 0:
         _remove(askpass)
-        raise EnvironmentSetupError(_clone_failure(shown, cloned.stdout), cloned.stdout)
+        raise EnvironmentSetupError(_clone_failure(shown, cloned.stdout), cloned.stdout, logged=True)
     try:
         return _checkout_revision(dest, genv, clone_url, shown, secrets, reporter, commit, tag, branch)
     finally:
@@ -163,7 +166,7 @@ def _checkout_revision(
 
     checked = run([*_GIT, "checkout", "--force", "--quiet", *target], cwd=dest, env=genv, reporter=reporter)
     if checked.returncode != 0:
-        raise EnvironmentSetupError(f"git checkout failed: {_telling(checked.stdout)}", checked.stdout)
+        raise EnvironmentSetupError(f"git checkout failed: {_telling(checked.stdout)}", checked.stdout, logged=True)
     if (dest / ".gitmodules").is_file():
         sub = run(
             [*_GIT, "submodule", "update", "--init", "--recursive"],
@@ -199,6 +202,7 @@ def apply_diff(repo_dir: Path, diff: str, *, env: Mapping[str, str], reporter: B
         raise EnvironmentSetupError(
             f"git apply failed: the uncommitted diff does not apply to {head}" + (f" ({why})" if why else ""),
             result.stdout,
+            logged=True,
         )
 
 
@@ -262,6 +266,18 @@ def _askpass(url: str, user: str, password: str, genv: dict[str, str], scratch: 
 def _remove(path: Path | None) -> None:
     if path is not None:
         path.unlink(missing_ok=True)
+
+
+def _split_password(url: str) -> tuple[str, str, str]:
+    """(url without its userinfo, user, password) of an http(s) URL with a password; else (url, "", "")."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return url, "", ""
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    if not (user and password):
+        return url, "", ""  # a token as the user name (or no user): git needs it in the URL
+    return urlunsplit(parts._replace(netloc=host)), unquote(user), unquote(password)
 
 
 def _password(url: str) -> str:

@@ -83,7 +83,7 @@ def choose_python(
     """
     match = _REQUESTED.match(binary.strip())
     if not match:
-        return default
+        return _runnable(default, env)
     wanted = match.group(1)
     if version_of(default, env) == wanted:
         return default
@@ -94,11 +94,22 @@ def choose_python(
     listing = ", ".join(f"python{v} ({Path(p)})" for v, p in sorted(available.items())) or "none on PATH"
     if ignore_requested:
         reporter.log(f"WARNING: the task asks for python{wanted}, which is not installed; using {default}")
-        return default
+        return _runnable(default, env)
     raise EnvironmentSetupError(
         f"python{wanted} requested by the task (script.binary) is not installed; installed: {listing}. "
         "Install it, or set agent.ignore_requested_python_version: true to use the agent's Python",
     )
+
+
+def _runnable(default: str, env: Mapping[str, str]) -> str:
+    """`default` when it runs; else an error naming the setting (virtualenv would only say "failed to find
+    interpreter", naming neither the setting nor the fix)."""
+    if version_of(default, env) is None:
+        raise EnvironmentSetupError(
+            f"the agent's Python {default} (agent.python_binary) is not an interpreter that runs; "
+            "set agent.python_binary to an installed python, or leave it empty for the agent's own"
+        )
+    return default
 
 
 def sdk_binary() -> str:

@@ -71,7 +71,9 @@ class PoetryManager:
         result = run(argv, cwd=self.project, env=self._poetry_env(root), reporter=self.reporter, capture=True)
         if result.returncode != 0:
             detail = result.stdout + result.stderr
-            raise EnvironmentSetupError(f"poetry install failed: {_poetry_reason(result.stderr, detail)}", detail)
+            raise EnvironmentSetupError(
+                f"poetry install failed: {_poetry_reason(result.stderr, detail)}", detail, logged=True
+            )
 
     def installs_root(self) -> bool:
         """Whether the project is a package poetry installs (editable, from the checkout): it has a [build-system]

@@ -53,7 +53,7 @@ class UvSyncManager:
         argv = [uv, "sync", "--python", str(python), *self.sync_flags()]
         result = run(argv, cwd=self.project, env=self._uv_env(root), reporter=self.reporter)
         if result.returncode != 0:
-            raise EnvironmentSetupError(f"uv sync failed: {_uv_reason(result.stdout)}", result.stdout)
+            raise EnvironmentSetupError(f"uv sync failed: {_uv_reason(result.stdout)}", result.stdout, logged=True)
 
     def sync_flags(self) -> list[str]:
         """The flags of `uv sync` besides the interpreter."""

@@ -45,7 +45,7 @@ def create_venv(
     result = run(argv, cwd=path.parent, env=env, reporter=reporter)
     interpreter = python_in(path)
     if result.returncode != 0 or not interpreter.exists():
-        raise EnvironmentSetupError(f"virtualenv failed: {_telling(result.stdout)}", result.stdout)
+        raise EnvironmentSetupError(f"virtualenv failed: {_telling(result.stdout)}", result.stdout, logged=True)
     return interpreter
 
 
@@ -82,7 +82,7 @@ def install_requirements(
         finally:
             Path(name).unlink(missing_ok=True)
     if result.returncode != 0:
-        raise EnvironmentSetupError(f"{label} failed: {_telling(result.stdout)}", result.stdout)
+        raise EnvironmentSetupError(f"{label} failed: {_telling(result.stdout)}", result.stdout, logged=True)
 
 
 def freeze(venv_python: Path, *, env: Mapping[str, str]) -> list[str]:

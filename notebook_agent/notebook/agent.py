@@ -14,13 +14,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from notebook_agent.api import APIError
 from notebook_agent.cli.common import connect
 from notebook_agent.config import ApiConfig, Config, ConfigError, load_config
 from notebook_agent.engine import task_registry
+from notebook_agent.engine.connection_errors import explain_api_error
 from notebook_agent.engine.events import EventBus
 from notebook_agent.engine.schedule import ScheduleError
 from notebook_agent.engine.worker import STATE_DIR, Worker, WorkerOptions, schedule_for
 from notebook_agent.environment.interpreter import sdk_binary
+from notebook_agent.masking import mask_url
 from notebook_agent.monitor.machine import MachineMonitor
 from notebook_agent.monitor.nvml import GpuMonitor
 from notebook_agent.notebook.state import PanelState, Snapshot, TaskView
@@ -95,7 +98,7 @@ class Agent:
         config, self.server = connect(out, force_embedded=self.embedded, env=self._env)
         self.messages.extend(line for line in out.getvalue().splitlines() if line.strip())
         if not self.messages:
-            self.messages.append(f"using the ClearML server at {config.api.api_server}")
+            self.messages.append(f"using the ClearML server at {mask_url(config.api.api_server)}")
         return config
 
     @property
@@ -309,14 +312,18 @@ class Agent:
         snapshot = self.state.snapshot()
         worker = self.worker
         if worker is not None and worker.error is not None and not snapshot.error:
-            self.state.record_error(f"{type(worker.error).__name__}: {worker.error}")
+            error = worker.error
+            if isinstance(error, APIError):  # a refused key or an unreachable server: say which, and the fix
+                self.state.record_error(explain_api_error(error, self._config))
+            else:
+                self.state.record_error(f"{type(error).__name__}: {error}")
             snapshot = self.state.snapshot()
         return snapshot
 
     def status(self) -> str:
         """One compact paragraph: worker, state, server, queues, current task, recent tasks."""
         snap = self.snapshot()
-        server = self.config.api.api_server if self._config is not None else "(not connected)"
+        server = mask_url(self.config.api.api_server) if self._config is not None else "(not connected)"
         lines = [
             f"worker {snap.worker_id or '(not started)'}: {snap.state.value}"
             + (f" ({snap.detail})" if snap.detail else "")

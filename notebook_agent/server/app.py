@@ -12,7 +12,7 @@ from notebook_agent.config import PastedCredentials
 from notebook_agent.config.writer import write_api_config
 from notebook_agent.server import services  # noqa: F401  (registers the endpoints)
 from notebook_agent.server.backend import Backend, KeyPair
-from notebook_agent.server.http_handler import ApiServer
+from notebook_agent.server.http_handler import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BODY, ApiServer
 from notebook_agent.server.store import Store
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,11 @@ class EmbeddedServer:
         access_key: str | None = None,
         secret_key: str | None = None,
         clock=time.time,
+        max_body: int = DEFAULT_MAX_BODY,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
     ) -> None:
+        """`max_body`: the largest request body accepted, in bytes (bigger ones get 413 unread);
+        `body_timeout`: seconds a client may take to send an announced body (then 408)."""
         if bool(access_key) != bool(secret_key):
             raise ValueError("give both access_key and secret_key, or neither (a pair is then generated)")
         self.data_dir = Path(data_dir or DEFAULT_DATA_DIR).expanduser()
@@ -44,6 +48,8 @@ class EmbeddedServer:
         self.port = port
         self._given_keys = (access_key, secret_key)
         self._clock = clock
+        self.max_body = max_body
+        self.body_timeout = body_timeout
         self._store: Store | None = None
         self._http: ApiServer | None = None
         self._thread: threading.Thread | None = None
@@ -66,7 +72,9 @@ class EmbeddedServer:
         self.backend = Backend(self._store, clock=self._clock)
         self.credentials = self.backend.ensure_credentials(*self._given_keys)
         self.backend.ensure_default_queue()
-        self._http = ApiServer((self.host, self.port), self.backend)
+        self._http = ApiServer(
+            (self.host, self.port), self.backend, max_body=self.max_body, body_timeout=self.body_timeout
+        )
         self.port = self._http.server_address[1]
         self.write_client_config()
         self._thread = threading.Thread(

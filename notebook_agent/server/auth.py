@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import secrets
 
 import jwt
@@ -17,6 +18,17 @@ DEFAULT_EXPIRATION_SEC = 30 * 24 * 3600
 MAX_EXPIRATION_SEC = 365 * 24 * 3600
 SERVER_VERSION = "2.3.0"
 LONG_POLL_CLAIM = "notebook_agent_long_poll"
+EVENT_IDS_CLAIM = "notebook_agent_event_ids"  # api.events.EVENT_IDS_CLAIM: log events with an `id` are stored once
+# "0" turns the event-id extension off (no claim, no dedup), so the server stores log events as a real one does:
+# tests use it to exercise the agent's read-back path.
+EVENT_IDS_ENV = "NOTEBOOK_AGENT_SERVER_EVENT_IDS"
+
+
+def event_ids_enabled() -> bool:
+    """Whether this server advertises and honours log event ids (read at each use, so tests may switch it)."""
+    return os.environ.get(EVENT_IDS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 TOKEN_COOKIE = "clearml_token_basic"
 
 
@@ -44,6 +56,8 @@ def issue_token(backend: Backend, identity: Identity, expiration_sec: int | None
         # lack the claim, so clients fall back to plain polling there.
         LONG_POLL_CLAIM: 1,
     }
+    if event_ids_enabled():
+        claims[EVENT_IDS_CLAIM] = 1
     return jwt.encode(claims, backend.token_secret, algorithm="HS256")
 
 

@@ -9,26 +9,35 @@ import re
 import socket
 import sys
 import threading
+import time
 import uuid
 from http import cookies
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from notebook_agent.server import errors, registry
+from notebook_agent.server import errors, idempotency, registry, schema
 from notebook_agent.server.auth import TOKEN_COOKIE, authenticate
 from notebook_agent.server.backend import Backend
+from notebook_agent.server.body import decode_json, decode_json_lines
 from notebook_agent.server.registry import MAX_VERSION, Call
+from notebook_agent.server.request_fields import request_schema
 
 logger = logging.getLogger(__name__)
 
 _PATH = re.compile(r"^/?(?:v(?P<version>\d+\.\d+)/)?(?P<endpoint>[A-Za-z_][\w-]*\.[A-Za-z_]\w*)/?$")
-_MAX_BODY = 512 * 1024 * 1024
+# One machine's server: the biggest real body is a batch of log lines (the clients send ~100 KiB at most).
+DEFAULT_MAX_BODY = 32 * 1024 * 1024
+# A client that announced a body and stalls sending it holds a thread: give up on it after this long.
+DEFAULT_BODY_TIMEOUT = 30.0
+# After refusing a body unread, read and drop what the client still sends for this long before closing, so that
+# it reads our answer instead of a connection reset (the lingering close of nginx and Apache).
+_LINGER_SEC = 1.0
 
 
 def _convert(value: str) -> Any:
     """Query-string values as the real server converts them: numbers and true/false."""
-    if value.replace(".", "", 1).isdigit():
+    if value.isascii() and value.replace(".", "", 1).isdigit():
         return float(value) if "." in value else int(value)
     if value in ("true", "True", "TRUE"):
         return True
@@ -47,6 +56,8 @@ def _merge_query(body: dict, query: str) -> None:
         node = body
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise errors.bad_request(f"query parameter {key!r} conflicts with the value of {part!r}")
         node[leaf] = value
 
 
@@ -56,8 +67,18 @@ class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], backend: Backend) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        backend: Backend,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    ) -> None:
         self.backend = backend
+        self.max_body = max_body
+        self.body_timeout = body_timeout
+        self.idempotency = idempotency.IdempotencyCache()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, ApiRequestHandler)
@@ -96,11 +117,33 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         super().setup()
         self.server.track(self.connection, True)
 
+    _linger = False  # set when a request body was refused unread
+
     def finish(self) -> None:
         try:
             super().finish()
+            if self._linger:
+                self._drain()
         finally:
             self.server.track(self.connection, False)
+
+    def _drain(self) -> None:
+        """Drop what the client still sends for a while, so that closing does not reset the connection (and
+        discard our answer) while its body is still arriving."""
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + _LINGER_SEC
+            while (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                if not self.connection.recv(65536):
+                    return
+
+    def handle_expect_100(self) -> bool:
+        # A client that waits for "100 Continue" gets the 413 at once instead of sending a body we refuse.
+        length = self.headers.get("Content-Length") or ""
+        if length.isdigit() and int(length) > self.server.max_body:
+            return True
+        return super().handle_expect_100()
 
     def log_message(self, format: str, *args: Any) -> None:
         # The request line never carries a secret (credentials travel in headers), but keep it quiet.
@@ -126,11 +169,47 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
 
+    def _refuse_body(self, error: errors.ServerError) -> errors.ServerError:
+        """An error after which the rest of the request cannot be found in the stream: answer, then close."""
+        self.close_connection = True
+        self._linger = True
+        return error
+
     def _read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > _MAX_BODY:
-            raise errors.bad_request(f"request body too large ({length} bytes)")
-        return self.rfile.read(length) if length else b""
+        if self.headers.get("Transfer-Encoding"):
+            raise self._refuse_body(
+                errors.ServerError(411, 0, "Length required (send the body with a Content-Length, not chunked)")
+            )
+        lengths = set(self.headers.get_all("Content-Length") or [])
+        if not lengths:
+            return b""
+        text = lengths.pop().strip()
+        if lengths or not text.isascii() or not text.isdigit():
+            raise self._refuse_body(errors.bad_request(f"invalid Content-Length header {text!r}"))
+        length = int(text)
+        if length > self.server.max_body:
+            raise self._refuse_body(
+                errors.ServerError(
+                    413, 0, f"Request body too large ({length} bytes, the limit is {self.server.max_body})"
+                )
+            )
+        if not length:
+            return b""
+        self.connection.settimeout(self.server.body_timeout)
+        try:
+            raw = self.rfile.read(length)
+        except TimeoutError:
+            self.close_connection = True
+            raise errors.ServerError(
+                408, 0, f"Request timeout (body not received within {self.server.body_timeout:g} s)"
+            ) from None
+        finally:
+            with contextlib.suppress(OSError):
+                self.connection.settimeout(None)
+        if len(raw) < length:
+            self.close_connection = True
+            raise errors.bad_request(f"truncated request body: got {len(raw)} of {length} bytes")
+        return raw
 
     def _handle(self) -> None:
         call_id = uuid.uuid4().hex
@@ -150,61 +229,49 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
                 raise errors.bad_request(f"Invalid request path {split.path!r}")
             endpoint = registry.resolve(name, version)
             call = self._make_call(endpoint, version, raw, split.query)
-            data = endpoint.handler(call)
-            token = data.pop("__set_token_cookie__", None) if isinstance(data, dict) else None
-            if token:
-                extra_headers["Set-Cookie"] = f"{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax"
-            code, subcode, msg, error_data = 200, 0, "OK", {}
-        except errors.ServerError as err:
-            data, code, subcode, msg, error_data = {}, err.code, err.subcode, err.msg, err.data
-        except (ValueError, TypeError) as exc:
-            # A field of the wrong type that a handler could not convert: the caller's input, not a crash.
-            logger.debug("bad field value in %s", name, exc_info=True)
-            data, code, subcode, error_data = {}, 400, 12, {}
-            msg = f"Validation error ({type(exc).__name__}: {exc})"
-        except Exception as exc:  # the server keeps serving whatever a handler does
-            logger.exception("internal error in %s", name)
-            data, code, subcode, error_data = {}, 500, 0, {}
-            msg = f"General data error ({type(exc).__name__}: {exc})"
-        meta = {
-            "id": call_id,
-            "trx": trx,
-            "endpoint": {
-                "name": name,
-                "requested_version": version or MAX_VERSION,
-                "actual_version": endpoint.min_version if endpoint else None,
-            },
-            "result_code": code,
-            "result_subcode": subcode,
-            "result_msg": msg,
-            "error_stack": None,
-            "error_data": error_data,
-        }
+            schema.validate(request_schema(endpoint.name), call.data)
+            # A retry of a call whose reply was lost gets the first answer instead of acting twice (see
+            # server/idempotency.py); only for callers who authenticated, each with their own keys (a login
+            # is never replayed: its token travels in a header the cache does not keep).
+            replayable = call.identity is not None and not endpoint.name.startswith("auth.")
+            key = self.headers.get(idempotency.HEADER) if replayable else None
+            caller = f"{call.company}/{call.user}" if key else ""
+            bound = endpoint
+            code, subcode, msg, error_data, data = self.server.idempotency.run(
+                caller, key, endpoint.name, lambda: _act(bound, call, name)
+            )
+            extra_headers.update(call.response_headers)
+        except Exception as exc:
+            data = {}
+            code, subcode, msg, error_data = _failure(exc, name)
+        meta = _meta(call_id, trx, name, version, endpoint.min_version if endpoint else None, code, subcode, msg)
+        meta["error_data"] = error_data
         payload = json.dumps({"meta": meta, "data": data if data is not None else {}}, default=str)
         self._send_raw(code, payload.encode(), "application/json; charset=utf-8", extra_headers)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The refusals of http.server itself (a malformed request line or header, an unknown method, a header
+        too long) as envelopes too, so that a client always reads the same shape."""
+        self.close_connection = True
+        short = self.responses.get(code, ("Error", ""))[0]
+        call_id = uuid.uuid4().hex
+        meta = _meta(call_id, call_id, "", None, None, code, 0, f"{short} ({message})" if message else short)
+        payload = json.dumps({"meta": meta, "data": {}}).encode()
+        with contextlib.suppress(OSError):
+            self._send_raw(code, payload, "application/json; charset=utf-8")
 
     def _make_call(self, endpoint: registry.Endpoint, version: str | None, raw: bytes, query: str) -> Call:
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         batch = None
         data: dict[str, Any] = {}
         if content_type == "application/json-lines":
-            batch = []
-            for i, line in enumerate(raw.decode("utf-8", "replace").splitlines()):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                except ValueError as exc:
-                    raise errors.bad_request(f"Failed to decode JSON object: {exc} in batch item #{i}") from None
-                if not isinstance(item, dict):
-                    raise errors.bad_request(f"json lines must contain objects, found: {type(item).__name__}")
-                batch.append(item)
+            batch = decode_json_lines(raw)
         elif raw.strip():
-            try:
-                parsed = json.loads(raw)
-            except ValueError as exc:
-                raise errors.bad_request(f"Failed to decode JSON object: {exc}") from None
+            parsed = decode_json(raw)
             if isinstance(parsed, list) and endpoint.name in _BATCH_ENDPOINTS:
+                for i, item in enumerate(parsed):
+                    if not isinstance(item, dict):
+                        raise errors.bad_request(f"batch item #{i} must be a JSON object, found {type(item).__name__}")
                 batch = parsed
             elif not isinstance(parsed, dict):
                 raise errors.bad_request(f"request body must be a JSON object, found {type(parsed).__name__}")
@@ -236,3 +303,47 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
 
 
 _BATCH_ENDPOINTS = {"events.add_batch", "tasks.update_batch"}
+
+
+def _act(endpoint: registry.Endpoint, call: Call, name: str) -> idempotency.Answer:
+    """Run the handler: (code, subcode, msg, error_data, data) whatever it does."""
+    try:
+        return 200, 0, "OK", {}, endpoint.handler(call)
+    except Exception as exc:
+        return (*_failure(exc, name), {})
+
+
+def _failure(exc: Exception, name: str) -> tuple[int, int, str, dict]:
+    """(code, subcode, msg, error_data) of a call that raised `exc`: the caller's mistake, or our own (500)."""
+    if isinstance(exc, errors.ServerError):
+        return exc.code, exc.subcode, exc.msg, exc.data
+    if isinstance(exc, (ValueError, TypeError, OverflowError)):
+        # A field of the wrong type that a handler could not convert, or a number too big for SQLite or datetime:
+        # the caller's input, not a crash (and the call's transaction was rolled back).
+        logger.debug("bad field value in %s", name, exc_info=True)
+        return 400, 12, f"Validation error ({type(exc).__name__}: {exc})", {}
+    logger.error("internal error in %s", name, exc_info=exc)  # the server keeps serving whatever a handler does
+    return 500, 0, f"General data error ({type(exc).__name__}: {exc})", {}
+
+
+def _meta(
+    call_id: str,
+    trx: str,
+    name: str,
+    version: str | None,
+    actual: str | None,
+    code: int,
+    subcode: int,
+    msg: str,
+) -> dict[str, Any]:
+    """The envelope's `meta`, as the real server writes it (service_repo/apicall.py get_response)."""
+    return {
+        "id": call_id,
+        "trx": trx,
+        "endpoint": {"name": name, "requested_version": version or MAX_VERSION, "actual_version": actual},
+        "result_code": code,
+        "result_subcode": subcode,
+        "result_msg": msg,
+        "error_stack": None,
+        "error_data": {},
+    }

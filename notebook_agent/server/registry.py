@@ -44,6 +44,8 @@ class Call:
     remote_addr: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     cookies: dict[str, str] = field(default_factory=dict)
+    # Headers a handler adds to its answer (auth.login's token cookie): never taken from request data.
+    response_headers: dict[str, str] = field(default_factory=dict)
 
     def header(self, name: str) -> str | None:
         """A request header, looked up without regard to case."""
@@ -109,3 +111,8 @@ def resolve(name: str, version: str | None) -> Endpoint:
 
 def endpoint_names() -> list[str]:
     return sorted(_ENDPOINTS)
+
+
+def versions(name: str) -> list[Endpoint]:
+    """Every definition of `name`, lowest min_version first."""
+    return list(_ENDPOINTS.get(name, []))

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 import ipywidgets as w
+from traitlets import Unicode
 
 from notebook_agent.api.session import Session
 from notebook_agent.config import ConfigError, PastedCredentials, config_path, load_config, parse_pasted
@@ -31,6 +32,13 @@ LABELS = {"api_server": "API server", "access_key": "access key", "secret_key": 
 TEST_RETRY_SEC = 5.0  # a wrong host should fail in seconds, not after the session's minute of retries
 
 Secrets = Callable[[str], "str | None"]
+
+
+class PasteBox(w.Textarea):
+    """The paste box. ipywidgets 8 echoes a value the browser sent back to every view of the widget; a paste holds
+    the secret key, which must not travel again (the box is emptied at once, the key moves to the Password field)."""
+
+    value = Unicode(help="String value").tag(sync=True, echo_update=False)
 
 
 def colab_secret(name: str) -> str | None:
@@ -84,7 +92,7 @@ class ConnectForm:
         style = {"description_width": "90px"}
         wide = w.Layout(width="98%", max_width="640px")
         self.status = w.HTML()
-        self.paste = w.Textarea(
+        self.paste = PasteBox(
             placeholder=(
                 "Paste the api { ... } block from the web app (Settings > Workspace > Create new credentials),\n"
                 "or its %env CLEARML_* lines: the fields below fill in."

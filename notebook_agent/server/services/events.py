@@ -1,4 +1,8 @@
-"""`events.*` endpoints: log and metric events in, console logs and scalar histories out."""
+"""`events.*` endpoints: log and metric events in, console logs and scalar histories out.
+
+Our extension (token claim `notebook_agent_event_ids`): a log event with a string `id` is stored once per task; a
+re-sent batch adds nothing and the answer counts those events in `duplicates`, not in `added`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from notebook_agent.server import errors
+from notebook_agent.server.auth import event_ids_enabled
 from notebook_agent.server.registry import Call, endpoint
 from notebook_agent.server.services.tasks import KIND as TASK
 
@@ -15,6 +20,7 @@ EVENT_TYPES = {"log", "training_stats_scalar", "training_stats_vector", "trainin
 _LOCKED = {"publishing", "published"}
 _INT64 = 2**63
 _DROPPED_FIELDS = ("method", "allow_locked", "model_event")
+SEEN_ID = "log_event_id"  # documents of this kind mark a log event id as stored: "<task>:<id>"
 
 
 def _md5(text: str) -> str:
@@ -40,6 +46,8 @@ def add_events(call: Call, items: list[dict]) -> dict[str, Any]:
     store = call.backend.store
     errors_info: Counter[str] = Counter()
     accepted: list[dict] = []
+    duplicates = 0
+    dedup = event_ids_enabled()
     with store.transaction():
         tasks: dict[str, dict | None] = {}
         for item in items:
@@ -71,6 +79,12 @@ def add_events(call: Call, items: list[dict]) -> dict[str, Any]:
             event = {k: v for k, v in item.items() if k not in _DROPPED_FIELDS}
             event["timestamp"] = stamp
             if event["type"] == "log":
+                if dedup and isinstance(event.get("id"), str) and event["id"]:
+                    seen = f"{task_id}:{event['id']}"
+                    if store.get(SEEN_ID, seen) is not None:
+                        duplicates += 1
+                        continue
+                    store.put(SEEN_ID, {"id": seen})
                 event.setdefault("worker", call.worker or "")
                 event.setdefault("level", "info")
             elif event["type"] == "training_stats_scalar":
@@ -82,7 +96,10 @@ def add_events(call: Call, items: list[dict]) -> dict[str, Any]:
             if task is not None and any(e["task"] == task["id"] for e in accepted):
                 task["last_update"] = now
                 store.put(TASK, task)
-    return {"added": len(accepted), "errors": sum(errors_info.values()), "errors_info": dict(errors_info)}
+    result = {"added": len(accepted), "errors": sum(errors_info.values()), "errors_info": dict(errors_info)}
+    if duplicates:
+        result["duplicates"] = duplicates
+    return result
 
 
 @endpoint("events.add_batch", "2.1")

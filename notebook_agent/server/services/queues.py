@@ -1,4 +1,5 @@
-"""`queues.*` endpoints: FIFO queues of task ids with an atomic pop (`get_next_task`)."""
+"""`queues.*` endpoints: FIFO queues of task ids with an atomic pop (`get_next_task`); a task popped by a worker
+that died before starting it goes back to its queue when queues are read (services/popped.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from notebook_agent.server import documents, errors
 from notebook_agent.server.backend import new_id
 from notebook_agent.server.registry import Call, endpoint
+from notebook_agent.server.services import popped
 from notebook_agent.server.services.projects import validate_name
 
 KIND = "queue"
@@ -65,6 +67,7 @@ def create(call: Call) -> dict[str, Any]:
 @endpoint("queues.get_by_id", "2.4")
 def get_by_id(call: Call) -> dict[str, Any]:
     (queue_id,) = call.require("queue")
+    popped.requeue_lost(call)
     return {"queue": with_entries(call, get_queue(call, queue_id), call.data.get("max_task_entries"))}
 
 
@@ -73,6 +76,7 @@ def get_by_id(call: Call) -> dict[str, Any]:
 def get_all(call: Call) -> dict[str, Any]:
     data = call.data
     store = call.backend.store
+    popped.requeue_lost(call)
     docs = documents.select(store, KIND, data, ("name", "id"))
     docs = documents.order_and_page(docs, data)
     only = data.get("only_fields")
@@ -164,6 +168,7 @@ def remove_task(call: Call) -> dict[str, Any]:
 
 
 MAX_WAIT_SEC = 25.0  # below the clients' 30 s read timeout
+LAPSE_SLACK_SEC = 0.1  # a long poll waiting for a lapse wakes just after it
 
 
 def _wait_for_entries(call: Call, queue_id: str) -> bool:
@@ -177,7 +182,11 @@ def _wait_for_entries(call: Call, queue_id: str) -> bool:
     except ValueError:
         raise errors.validation_error(f"X-NotebookAgent-Wait must be seconds, got {wait!r}") from None
     watch = [q for q in (call.header("X-NotebookAgent-Watch") or queue_id).split(",") if q] or [queue_id]
+    lapse = popped.seconds_to_next_lapse(call, watch)
+    if lapse is not None:  # a task popped from these queues may come back then: wake to take it
+        seconds = min(seconds, lapse + LAPSE_SLACK_SEC)
     call.backend.wait_for_entries(watch, call.worker or "", seconds)
+    popped.requeue_lost(call)
     return True
 
 
@@ -186,6 +195,7 @@ def get_next_task(call: Call) -> dict[str, Any]:
     (queue_id,) = call.require("queue")
     store = call.backend.store
     get_queue(call, queue_id)
+    popped.requeue_lost(call)
     entry = store.pop_entry(queue_id, call.data.get("task"))
     if entry is None and _wait_for_entries(call, queue_id):
         entry = store.pop_entry(queue_id, call.data.get("task"))
@@ -197,6 +207,7 @@ def get_next_task(call: Call) -> dict[str, Any]:
             # The real server re-queues a task that was stopped while being popped.
             task["status"] = "queued"
             store.put("task", task)
+        popped.remember(call, queue_id, entry["task"])
     result: dict[str, Any] = {"entry": entry}
     if call.data.get("get_task_info") and task is not None:
         result["task_info"] = {"company": task.get("company", ""), "user": task.get("user", "")}
@@ -207,6 +218,7 @@ def get_next_task(call: Call) -> dict[str, Any]:
 def peek_task(call: Call) -> dict[str, Any]:
     (queue_id,) = call.require("queue")
     get_queue(call, queue_id)
+    popped.requeue_lost(call)
     entries = call.backend.store.entries(queue_id)
     return {"task": entries[0]["task"]} if entries else {}
 
@@ -215,6 +227,7 @@ def peek_task(call: Call) -> dict[str, Any]:
 def get_num_entries(call: Call) -> dict[str, Any]:
     (queue_id,) = call.require("queue")
     get_queue(call, queue_id)
+    popped.requeue_lost(call)
     return {"num": call.backend.store.count_entries(queue_id)}
 
 

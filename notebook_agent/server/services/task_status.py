@@ -7,7 +7,7 @@ from typing import Any
 
 from notebook_agent.server import errors
 from notebook_agent.server.registry import Call, endpoint
-from notebook_agent.server.services import queues
+from notebook_agent.server.services import popped, queues
 from notebook_agent.server.services.tasks import KIND, get_task, save_task
 from notebook_agent.server.services.workers import live_workers
 
@@ -79,6 +79,7 @@ def _status_endpoint(name: str, new_status: str, min_version: str, result_key: s
         (task_id,) = call.require("task")
         with call.backend.store.transaction():
             task = get_task(call, task_id)
+            popped.refuse_reclaimed(call, task_id)  # a worker that lapsed must not start (or end) it any more
             extra: dict[str, Any] = {}
             if stamp:
                 extra[stamp] = call.backend.now_iso()
@@ -208,6 +209,7 @@ def reset(call: Call) -> dict[str, Any]:
         task = get_task(call, task_id)
         if task.get("status") == "published" and not call.data.get("force"):
             raise errors.invalid_task_status("cannot reset a published task without force")
+        check_transition(task, "created", bool(call.data.get("force")))  # publishing -> created is not allowed
         removed = store.remove_entry(None, task_id)
         deleted_events = store.delete_events(task_id)
         for key in (

@@ -5,25 +5,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from notebook_agent.server import documents, errors
+from notebook_agent.server import documents, errors, request_fields
 from notebook_agent.server.backend import new_id
 from notebook_agent.server.registry import Call, endpoint
 from notebook_agent.server.services.projects import get_project, validate_name
 
 KIND = "task"
-TASK_TYPES = {
-    "training",
-    "testing",
-    "inference",
-    "data_processing",
-    "application",
-    "monitor",
-    "controller",
-    "optimizer",
-    "service",
-    "qc",
-    "custom",
-}
+TASK_TYPES = set(request_fields.TASK_TYPES)
 HIDDEN_FIELDS = ("enqueue_status",)
 # tasks.edit merges these one level deep; every other field is replaced whole.
 MERGED_FIELDS = ("execution", "script", "output")

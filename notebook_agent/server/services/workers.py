@@ -75,10 +75,17 @@ def unregister(call: Call) -> dict[str, Any]:
 
 @endpoint("workers.status_report", "2.4")
 def status_report(call: Call) -> dict[str, Any]:
+    """Like the real server without auto_register: a worker it does not know, or whose registration timed out,
+    gets 400/1001 (the agent then registers again)."""
     (worker_id,) = call.require("worker")
     data = call.data
     store = call.backend.store
     with store.transaction():
+        known = store.get(KIND, worker_id)
+        if known is None or not _alive(call, known):
+            if known is not None:
+                store.delete(KIND, worker_id)  # expired: the real server's registry has let it go too
+            raise errors.invalid_worker_id(f"worker={worker_id}")
         task_id = data.get("task")
         now = call.backend.now_iso()
         if task_id:

@@ -36,9 +36,9 @@ TRAIN = textwrap.dedent(
 class RecordingSession(Session):
     """Our real Session, keeping what it sent so the test can validate every body."""
 
-    def send(self, endpoint, data=None, *, version=None, lines=None):
+    def send(self, endpoint, data=None, *, version=None, lines=None, **options):
         self.sent.append((endpoint, data, lines))
-        return super().send(endpoint, data, version=version, lines=lines)
+        return super().send(endpoint, data, version=version, lines=lines, **options)
 
 
 def test_sdk_git_task_with_diff_and_requirement(raw, run_worker, agent_config, client_env, tmp_path):

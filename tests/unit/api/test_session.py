@@ -279,3 +279,48 @@ def test_secrets_never_leak(server: FakeServer, clock: FakeClock, caplog: pytest
     assert ACCESS_KEY[:4] + "****" in texts[0] and ACCESS_KEY not in texts[0]
     for text in texts:
         assert SECRET_KEY not in text and server.token not in text
+
+
+def test_retry_seconds_zero_is_one_attempt_and_says_the_server_may_have_acted(
+    server: FakeServer, clock: FakeClock
+) -> None:
+    # events.add_batch must not be re-sent blindly: a 503 from a proxy may come after the server stored the batch.
+    session = make(server, clock, auth_token=make_token())
+    server.reply(503, msg="unavailable")
+    server.reply(200, {"added": 1})
+    with pytest.raises(TransportError) as info:
+        session.send("events.add_batch", version="2.23", lines=[{"task": "t", "type": "log"}], retry_seconds=0)
+    assert len(server.requests) == 1 and clock.sleeps == []
+    assert info.value.maybe_delivered and info.value.status == 503
+    assert session.send("tasks.ping", {"task": "t"}) == {"added": 1}  # other calls keep the session's budget
+
+
+def test_429_was_surely_not_acted_on(server: FakeServer, clock: FakeClock) -> None:
+    session = make(server, clock, auth_token=make_token())
+    server.reply(429, msg="Too many requests")
+    with pytest.raises(TransportError) as info:
+        session.send("tasks.ping", {"task": "t"}, retry_seconds=0)
+    assert not info.value.maybe_delivered
+
+
+def test_refused_connection_was_surely_not_delivered(clock: FakeClock) -> None:
+    with socket.socket() as sock:  # a port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    session = Session(f"http://127.0.0.1:{port}", None, None, auth_token="tok", clock=clock, sleep=clock.sleep)
+    with pytest.raises(TransportError) as info:
+        session.send("tasks.ping", {"task": "t"}, retry_seconds=0)
+    assert not info.value.maybe_delivered and clock.sleeps == []
+
+
+def test_a_read_timeout_may_have_been_delivered(clock: FakeClock) -> None:
+    with socket.socket() as listener:  # accepts (the kernel's backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        session = Session(
+            f"http://127.0.0.1:{port}", None, None, auth_token="tok", clock=clock, sleep=clock.sleep, timeout=0.3
+        )
+        with pytest.raises(TransportError) as info:
+            session.send("events.add_batch", lines=[{"task": "t"}], retry_seconds=0)
+    assert info.value.maybe_delivered and "ReadTimeout" in info.value.cause

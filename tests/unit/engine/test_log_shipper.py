@@ -6,14 +6,17 @@ import itertools
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from notebook_agent import api
 from notebook_agent.api import Session
+from notebook_agent.engine import log_shipper
 from notebook_agent.engine.log_lines import CUT_MARKER, LineAssembler
 from notebook_agent.engine.log_shipper import LogShipper
+from notebook_agent.engine.log_spool import LogSpool, replay_leftover, spool_path
 
 
 class Recorder:
@@ -66,6 +69,7 @@ def test_joins_lines_of_one_level_into_one_event() -> None:
             "level": "info",
             "worker": "w1",
             "msg": "a\nb\nc",
+            "id": f"{shipper.run_id}-1",
         }
     ]
     stats = shipper.stats
@@ -321,3 +325,186 @@ def test_end_to_end_with_embedded_server(server: Any, raw: Any) -> None:
         since = page["events"][-1]["timestamp"]
     assert [line for _, line in got] == expected
     assert [level for level, _ in got] == levels
+
+
+# the spool -------------------------------------------------------------------------------------------------------
+class Outage(Recorder):
+    """A `send` that fails while `down` is set (the server is away), recording every batch that landed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = threading.Event()
+
+    def __call__(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.down.is_set():
+            with self.lock:
+                self.called.set()
+            raise ConnectionError("server down")
+        return super().__call__(events)
+
+
+def spooled(tmp_path: Path, rec: Any, max_bytes: int = 1 << 20, **kw: Any) -> LogShipper:
+    spool = LogSpool(spool_path(tmp_path, "t"), max_bytes=max_bytes, meta={"task_id": "t"})
+    kw.setdefault("flush_interval", 0.01)
+    kw.setdefault("retry_delays", (0.01,))
+    return LogShipper(rec, "t", "w", spool=spool, **kw)
+
+
+def wait_for(predicate: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_nothing_touches_the_disk_while_the_server_keeps_up(tmp_path: Path) -> None:
+    rec = Recorder()
+    shipper = spooled(tmp_path, rec)
+    shipper.start()
+    for i in range(50):
+        shipper.add("stdout", [f"line {i}"])
+    assert shipper.close(timeout=5)
+    assert rec.lines == [f"line {i}" for i in range(50)]
+    assert not (tmp_path / "spool").exists() and shipper.stats.spooled_events == 0
+
+
+def test_an_outage_sends_every_line_once_in_order_after_recovery(tmp_path: Path) -> None:
+    rec = Outage()
+    shipper = spooled(tmp_path, rec)
+    shipper.start()
+    expected = [f"n={i:04d}" for i in range(300)]
+    shipper.add("stdout", expected[:100])
+    wait_for(lambda: len(rec.lines) == 100)
+    rec.down.set()
+    for i in range(100, 300, 10):
+        shipper.add("stderr" if i % 20 else "stdout", expected[i : i + 10])
+        time.sleep(0.002)
+    wait_for(lambda: shipper.stats.spooled_events > 0)
+    assert spool_path(tmp_path, "t").exists()  # the lines wait on disk
+    rec.down.clear()
+    assert shipper.close(timeout=10)
+    assert rec.lines == expected
+    ids = [e["id"] for e in rec.events]
+    assert len(ids) == len(set(ids)) and all(i.startswith(shipper.run_id + "-") for i in ids)
+    assert not spool_path(tmp_path, "t").exists()  # drained: deleted
+
+
+def test_ids_stay_the_same_across_retries(tmp_path: Path) -> None:
+    seen: list[list[str]] = []
+    fail = [2]
+
+    def send(events: list[dict[str, Any]]) -> None:
+        seen.append([e["id"] for e in events])
+        if fail[0]:
+            fail[0] -= 1
+            raise ConnectionError("down")
+
+    shipper = spooled(tmp_path, send)
+    shipper.add("stdout", ["a"])
+    shipper.add("stderr", ["b"])
+    assert shipper.close(timeout=5)
+    assert seen[0] == seen[1] == seen[2] and len(seen) == 3
+
+
+def test_over_the_memory_bound_a_hung_send_sends_the_events_to_the_spool(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(log_shipper, "STALL_SEC", 0.3)
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+    shipper = spooled(tmp_path, rec, max_pending_bytes=2000, max_event_bytes=200)
+    shipper.start()
+    expected = [f"{i:05d} " + "z" * 50 for i in range(400)]
+    shipper.add("stdout", expected[:10])
+    assert rec.called.wait(5)  # the sender hangs in send (a blackholed server)
+    started = time.monotonic()
+    for i in range(10, 400, 10):
+        shipper.add("stdout", expected[i : i + 10])  # waits STALL_SEC once, then the spool takes it
+    assert 0.25 <= time.monotonic() - started < 5
+    assert shipper.stats.pending_bytes <= 2000 + 1000
+    assert shipper.stats.spooled_events > 0
+    gate.set()
+    assert shipper.close(timeout=10)
+    assert rec.lines == expected
+
+
+def test_a_flood_the_server_absorbs_never_touches_the_disk(tmp_path: Path) -> None:
+    def slow(events: list[dict[str, Any]]) -> None:
+        time.sleep(0.01)  # slower than the writer, but never stuck
+
+    shipper = spooled(tmp_path, slow, max_pending_bytes=2000, max_event_bytes=200, max_batch_bytes=1000)
+    shipper.start()
+    for i in range(0, 400, 10):
+        shipper.add("stdout", [f"{j:05d} " + "f" * 50 for j in range(i, i + 10)])  # blocks: backpressure
+    assert shipper.close(timeout=10)
+    assert shipper.stats.spooled_events == 0 and not (tmp_path / "spool").exists()
+
+
+def test_a_full_spool_blocks_the_writer_until_it_drains(tmp_path: Path) -> None:
+    rec = Outage()
+    rec.down.set()
+    shipper = spooled(tmp_path, rec, max_bytes=4000, max_pending_bytes=1000, max_event_bytes=200)
+    shipper.start()
+    expected = [f"{i:05d} " + "q" * 60 for i in range(300)]
+    done = threading.Event()
+
+    def produce() -> None:
+        for i in range(0, 300, 5):
+            shipper.add("stdout", expected[i : i + 5])
+        done.set()
+
+    threading.Thread(target=produce, name="test-producer", daemon=True).start()
+    wait_for(lambda: spool_path(tmp_path, "t").exists() and spool_path(tmp_path, "t").stat().st_size >= 4000)
+    assert not done.wait(0.3)  # the writer waits: nothing is dropped
+    assert spool_path(tmp_path, "t").stat().st_size < 4000 + 2000
+    rec.down.clear()
+    assert done.wait(10)
+    assert shipper.close(timeout=10)
+    assert rec.lines == expected
+
+
+def test_close_may_be_called_again_and_goes_on(tmp_path: Path) -> None:
+    rec = Outage()
+    rec.down.set()
+    shipper = spooled(tmp_path, rec)
+    shipper.start()
+    shipper.add("stdout", ["first", "second"])
+    assert shipper.close(timeout=0.2) is False
+    assert spool_path(tmp_path, "t").exists()
+    rec.down.clear()
+    assert shipper.close(timeout=5)
+    assert rec.lines == ["first", "second"]
+
+
+def test_abandon_keeps_the_unsent_lines_for_a_replay(tmp_path: Path, server: Any, raw: Any) -> None:
+    task = raw.new_task("abandoned")
+    session = Session(server.url, server.credentials.access_key, server.credentials.secret_key)
+    down = threading.Event()
+
+    def send(events: list[dict[str, Any]]) -> Any:
+        if down.is_set():
+            raise ConnectionError("server down")
+        return api.events.add_batch(session, events)
+
+    spool = LogSpool(spool_path(tmp_path, task), meta={"task_id": task})
+    shipper = LogShipper(send, task, "w", spool=spool, flush_interval=0.01, retry_delays=(0.01,))
+    shipper.start()
+    shipper.add("stdout", ["sent before"])
+    wait_for(lambda: shipper.stats.lines_sent == 1)
+    down.set()
+    shipper.add("stdout", ["kept 1", "kept 2"])
+    assert shipper.close(timeout=0.2) is False
+    assert shipper.abandon()
+    assert shipper.close(timeout=1) is False  # abandoned: nothing more is sent from here
+    down.clear()
+    done = replay_leftover(tmp_path, task, session, timeout=5)
+    assert done.sent_events >= 1 and not done.kept
+    page = api.events.get_task_log(session, task, navigate_earlier=False, order="asc")
+    assert [line for e in page["events"] for line in e["msg"].split("\n")] == ["sent before", "kept 1", "kept 2"]
+    assert not spool_path(tmp_path, task).exists()
+
+
+def test_abandon_without_a_spool_says_lines_were_lost() -> None:
+    shipper = LogShipper(Recorder(fail=10**9), "t", "w", flush_interval=0.01, retry_delays=(0.01,))
+    shipper.start()
+    shipper.add("stdout", ["lost"])
+    assert shipper.close(timeout=0.1) is False
+    assert shipper.abandon() is False

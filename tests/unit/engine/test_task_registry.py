@@ -245,8 +245,8 @@ class TestReap:
 
         reaped = {r.task_id: r for r in task_registry.reap(tmp_path, sessions, grace=0.5)}
 
-        assert "host:other:0 runs it now" in reaped[moved_on].server
-        assert reaped[completed].server == "left completed on the server"
+        assert "worker host:other:0 runs the task now" in reaped[moved_on].server
+        assert reaped[completed].server == "left alone: the task is completed now"
         assert task_doc(raw, moved_on)["status"] == "in_progress"
         assert task_doc(raw, completed)["status"] == "completed"
         assert not any(task_registry.running_dir(tmp_path).iterdir())
@@ -286,3 +286,82 @@ def test_reaping_waits_with_a_deadline(monkeypatch, server, raw, sessions, tmp_p
 
     assert time.monotonic() - started < 3.0
     assert reaped.process == "stopped" and task.poll() is None
+
+
+class TestLeftoverDelivery:
+    """What a dead (or stopped) agent could not deliver: its log spool first, then its final status."""
+
+    @staticmethod
+    def owned_by(path: Path, owner: tuple[int, float]) -> None:
+        data = json.loads(path.read_text())
+        data["owner"].update(pid=owner[0], create_time=owner[1])
+        path.write_text(json.dumps(data))
+
+    def leave_behind(self, server, state_dir: Path, task_id: str, owner: tuple[int, float]) -> None:
+        """A spool with three lines and a pending `completed`, as an agent that died during an outage leaves them."""
+        from notebook_agent.engine import final_status
+        from notebook_agent.engine.log_spool import LogSpool, spool_path
+
+        spool = LogSpool(spool_path(state_dir, task_id), meta={"task_id": task_id, "api_server": server.url})
+        spool.append(
+            [
+                {"task": task_id, "type": "log", "timestamp": 1_700_000_000_000 + i, "level": "info", "msg": f"l{i}"}
+                for i in range(3)
+            ]
+        )
+        spool.keep()
+        self.owned_by(spool.path.with_name(f"{task_id}.state.json"), owner)
+        pending = final_status.PendingStatus(task_id, WORKER, server.url, "completed", "worker execution done", "m")
+        path = final_status.save(state_dir, pending)
+        assert path is not None
+        final_status.release(state_dir, task_id, delivered=False)
+        self.owned_by(path, owner)
+
+    def test_the_log_then_the_final_status_are_delivered_and_the_files_go(
+        self, server, raw, sessions, tmp_path, dead_owner
+    ) -> None:
+        task_id = in_progress_task(raw)
+        self.leave_behind(server, tmp_path, task_id, dead_owner)
+
+        replayed, delivered = task_registry.reap(tmp_path, sessions)
+
+        assert "3 leftover log events sent" in replayed.message() and not replayed.kept
+        assert delivered.outcome == "delivered" and not delivered.kept
+        doc = task_doc(raw, task_id)
+        assert (doc["status"], doc["status_reason"]) == ("completed", "worker execution done")
+        page = raw.ok("events.get_task_log", {"task": task_id, "navigate_earlier": False, "order": "asc"})
+        assert [e["msg"] for e in page["events"]] == ["l0", "l1", "l2"]
+        assert list((tmp_path / "spool").iterdir()) == [] and list((tmp_path / "final").iterdir()) == []
+
+    def test_an_unreachable_server_keeps_both_and_the_status_waits_for_its_log(
+        self, server, raw, sessions, tmp_path, dead_owner
+    ) -> None:
+        task_id = in_progress_task(raw)
+        self.leave_behind(server, tmp_path, task_id, dead_owner)
+        creds = server.credentials
+
+        def unreachable(_: str) -> api.Session:
+            return api.Session("http://127.0.0.1:9", creds.access_key, creds.secret_key, retry_total_seconds=0.2)
+
+        replayed, waiting = task_registry.reap(tmp_path, unreachable)
+
+        assert replayed.kept and "unreachable" in replayed.outcome
+        assert waiting.kept and waiting.outcome == "waits for its log"
+        assert task_doc(raw, task_id)["status"] == "in_progress"
+        assert len(task_registry.reap(tmp_path, sessions)) == 2  # the next load delivers both
+        assert task_doc(raw, task_id)["status"] == "completed"
+
+    def test_files_of_a_live_owner_are_left_alone(self, server, raw, sessions, tmp_path, spawn) -> None:
+        live = spawn(["sleep", "60"])
+        task_id = in_progress_task(raw)
+        self.leave_behind(server, tmp_path, task_id, (live.pid, psutil.Process(live.pid).create_time()))
+        assert task_registry.reap(tmp_path, sessions) == []
+        assert task_doc(raw, task_id)["status"] == "in_progress"
+
+    def test_a_status_for_a_task_that_moved_on_is_dropped(self, server, raw, sessions, tmp_path, dead_owner) -> None:
+        task_id = in_progress_task(raw, worker="another:worker:1")  # re-run elsewhere meanwhile
+        self.leave_behind(server, tmp_path, task_id, dead_owner)
+        _, dropped = task_registry.reap(tmp_path, sessions)
+        assert "another:worker:1 runs the task now" in dropped.outcome and not dropped.kept
+        assert task_doc(raw, task_id)["status"] == "in_progress"
+        assert list((tmp_path / "final").iterdir()) == []

@@ -247,3 +247,45 @@ class TestScalars:
         line = {"task": task, "type": "training_stats_scalar", "metric": "m", "value": 1, "iter": 2**63}
         data = raw.ok("events.add_batch", lines=[line])
         assert (data["added"], data["errors"]) == (0, 1)
+
+
+class TestLogEventIds:
+    """Our extension: a log event with an `id` is stored once per task, so a re-sent batch adds nothing."""
+
+    def with_ids(self, task: str, count: int, prefix: str = "run") -> list[dict]:
+        events = log_lines(task, [BASE_MS + i for i in range(count)])
+        return [{**e, "id": f"{prefix}-{i}"} for i, e in enumerate(events)]
+
+    def test_the_token_advertises_the_claim(self, raw):
+        import jwt
+
+        claims = jwt.decode(raw.token(), options={"verify_signature": False})
+        assert claims["notebook_agent_event_ids"] == 1
+
+    def test_a_resent_batch_adds_nothing(self, raw, task):
+        batch = self.with_ids(task, 3)
+        assert raw.ok("events.add_batch", lines=batch)["added"] == 3
+        again = raw.ok("events.add_batch", lines=[*batch, *self.with_ids(task, 1, prefix="other")])
+        assert (again["added"], again["duplicates"], again["errors"]) == (1, 3, 0)
+        log = raw.ok("events.get_task_log", {"task": task, "navigate_earlier": False})
+        assert sorted(e["msg"] for e in log["events"]) == ["line 0", "line 0", "line 1", "line 2"]
+
+    def test_ids_are_per_task_and_events_without_ids_are_all_stored(self, raw, task):
+        other = raw.new_task("another")
+        raw.ok("events.add_batch", lines=self.with_ids(task, 2))
+        assert raw.ok("events.add_batch", lines=self.with_ids(other, 2))["added"] == 2
+        plain = log_lines(task, [BASE_MS, BASE_MS])
+        assert raw.ok("events.add_batch", lines=plain)["added"] == 2
+
+    def test_switched_off_it_stores_every_event_like_a_real_server(self, raw, task, monkeypatch):
+        import jwt
+
+        from notebook_agent.server.auth import EVENT_IDS_ENV
+
+        monkeypatch.setenv(EVENT_IDS_ENV, "0")
+        raw._token = None  # a fresh login: the claim is decided when the token is issued
+        assert "notebook_agent_event_ids" not in jwt.decode(raw.token(), options={"verify_signature": False})
+        batch = self.with_ids(task, 2)
+        raw.ok("events.add_batch", lines=batch)
+        assert raw.ok("events.add_batch", lines=batch)["added"] == 2
+        assert raw.ok("events.get_task_log", {"task": task})["total"] == 4

@@ -58,6 +58,7 @@ def test_a_task_in_another_watched_queue_ends_the_wait_empty(server, raw):
 def test_a_report_or_unregister_of_the_worker_ends_its_wait(server, raw):
     queue = raw.default_queue()
     session = _session(server, worker="sleepy:0")
+    api.workers.register(session, "sleepy:0")  # a status report of an unknown worker is 400/1001
     for wake in (
         lambda: api.workers.status_report(_session(server), "sleepy:0", int(time.time()) * 1000),
         lambda: api.workers.unregister(_session(server), "sleepy:0"),

@@ -467,6 +467,7 @@ class TestStop:
 
     def test_stop_running_task_with_live_worker_asks_it(self, raw):
         task = started(raw)
+        raw.ok("workers.register", {"worker": "host:gpu0"})  # status_report wants a registered worker
         raw.ok("workers.status_report", {"worker": "host:gpu0", "timestamp": 1, "task": task})
         raw.ok("tasks.stop", {"task": task})
         doc = get(raw, task)
@@ -486,6 +487,7 @@ class TestStop:
 
     def test_stop_running_task_whose_worker_went_silent(self, raw, clock):
         task = started(raw)
+        raw.ok("workers.register", {"worker": "host:gpu0"})  # status_report wants a registered worker
         raw.ok("workers.status_report", {"worker": "host:gpu0", "timestamp": 1, "task": task})
         clock.advance(700)
         raw.ok("tasks.stop", {"task": task})
@@ -493,6 +495,7 @@ class TestStop:
 
     def test_stop_development_task_is_immediate(self, raw):
         task = started(raw, system_tags=["development"])
+        raw.ok("workers.register", {"worker": "host:gpu0"})  # status_report wants a registered worker
         raw.ok("workers.status_report", {"worker": "host:gpu0", "timestamp": 1, "task": task})
         raw.ok("tasks.stop", {"task": task})
         assert get(raw, task)["status"] == "stopped"
@@ -515,6 +518,7 @@ class TestReset:
                 {"task": task, "type": "training_stats_scalar", "metric": "m", "variant": "v", "value": 1, "iter": 3}
             ],
         )
+        raw.ok("workers.register", {"worker": "w-1"})  # status_report wants a registered worker
         raw.ok("workers.status_report", {"worker": "w-1", "timestamp": 1, "task": task})
         raw.ok("tasks.edit", {"task": task, "force": True, "runtime": {"k": "v"}})
         raw.ok("tasks.stopped", {"task": task})

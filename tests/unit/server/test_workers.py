@@ -66,9 +66,27 @@ class TestRegister:
 
 
 class TestStatusReport:
-    def test_status_report_auto_registers(self, raw):
+    @pytest.fixture(autouse=True)
+    def registered(self, raw):
+        raw.ok("workers.register", {"worker": WORKER})
+
+    def test_status_report_keeps_a_registered_worker(self, raw):
         assert raw.ok("workers.status_report", {"worker": WORKER, "timestamp": now_ms()}) == {}
         assert WORKER in workers(raw)
+
+    def test_status_report_of_an_unknown_worker_is_1001(self, raw):
+        # Like the real server without auto_register: the agent then registers again.
+        reply = raw.call("workers.status_report", {"worker": "never-registered", "timestamp": now_ms()})
+        assert (reply.status, reply.subcode) == (400, 1001)
+        assert "never-registered" not in workers(raw)
+
+    def test_status_report_after_the_registration_expired_is_1001(self, raw, clock):
+        raw.ok("workers.register", {"worker": WORKER, "timeout": 60})
+        clock.advance(61)
+        reply = raw.call("workers.status_report", {"worker": WORKER, "timestamp": now_ms()})
+        assert (reply.status, reply.subcode) == (400, 1001)
+        raw.ok("workers.register", {"worker": WORKER, "timeout": 60})
+        assert raw.ok("workers.status_report", {"worker": WORKER, "timestamp": now_ms()}) == {}
 
     def test_status_report_with_task_sets_last_worker(self, raw, clock):
         task = raw.new_task("running task")
