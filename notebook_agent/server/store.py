@@ -15,6 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# Documents of this kind mark a log event id as stored for a task (id "<task>:<event id>", services/events.py).
+LOG_EVENT_ID_KIND = "log_event_id"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS docs (
@@ -217,4 +220,7 @@ class Store:
         return self._query("SELECT COUNT(*) FROM events WHERE task = ?", (task,))[0][0]
 
     def delete_events(self, task: str) -> int:
+        """Delete a task's events, and the log event ids it stored (an id sent again afterwards is new again)."""
+        prefix = f"{task}:"
+        self._exec("DELETE FROM docs WHERE kind = ? AND substr(id, 1, ?) = ?", (LOG_EVENT_ID_KIND, len(prefix), prefix))
         return self._exec("DELETE FROM events WHERE task = ?", (task,))

@@ -15,12 +15,13 @@ from notebook_agent.server import errors
 from notebook_agent.server.auth import event_ids_enabled
 from notebook_agent.server.registry import Call, endpoint
 from notebook_agent.server.services.tasks import KIND as TASK
+from notebook_agent.server.store import LOG_EVENT_ID_KIND
 
 EVENT_TYPES = {"log", "training_stats_scalar", "training_stats_vector", "training_debug_image", "plot"}
 _LOCKED = {"publishing", "published"}
 _INT64 = 2**63
 _DROPPED_FIELDS = ("method", "allow_locked", "model_event")
-SEEN_ID = "log_event_id"  # documents of this kind mark a log event id as stored: "<task>:<id>"
+SEEN_ID = LOG_EVENT_ID_KIND  # documents of this kind mark a log event id as stored: "<task>:<id>"
 
 
 def _md5(text: str) -> str:

@@ -270,6 +270,13 @@ class TestLogEventIds:
         log = raw.ok("events.get_task_log", {"task": task, "navigate_earlier": False})
         assert sorted(e["msg"] for e in log["events"]) == ["line 0", "line 0", "line 1", "line 2"]
 
+    def test_deleting_a_tasks_events_forgets_its_ids(self, raw, task):
+        other = raw.new_task("keeps its ids")
+        raw.ok("events.add_batch", lines=[*self.with_ids(task, 2), *self.with_ids(other, 2)])
+        raw.ok("events.delete_for_task", {"task": task})
+        assert raw.ok("events.add_batch", lines=self.with_ids(task, 2))["added"] == 2
+        assert raw.ok("events.add_batch", lines=self.with_ids(other, 2))["added"] == 0
+
     def test_ids_are_per_task_and_events_without_ids_are_all_stored(self, raw, task):
         other = raw.new_task("another")
         raw.ok("events.add_batch", lines=self.with_ids(task, 2))
