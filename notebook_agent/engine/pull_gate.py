@@ -51,6 +51,10 @@ class PullGate:
         self._tags_at: float | None = None
         self._warned: set[str] = set()
 
+    def invalidate(self) -> None:
+        """Read the runtime properties and queue tags again before the next decision (a switch may have changed)."""
+        self._properties_at = self._tags_at = None
+
     def decisions(self, queues: Sequence[QueueRef]) -> list[tuple[QueueRef, Decision]]:
         """A decision for each queue, in the given order."""
         self._refresh_properties()

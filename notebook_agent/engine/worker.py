@@ -337,6 +337,9 @@ class Worker:
             if held:
                 self._set_state(WorkerState.IDLE, held)
                 self._hold_wait()
+                if self._long_poll and self._gate is not None:
+                    # No wait is pending on the server to end when a switch flips: look at every hold cycle.
+                    self._gate.invalidate()
                 continue
             self._set_state(WorkerState.IDLE)
             try:
@@ -347,6 +350,8 @@ class Worker:
                 self._stop.wait(min(5.0, max(self._poll_sec(), 1.0)))
                 continue
             if pulled is self._pull_again:
+                if self._gate is not None:
+                    self._gate.invalidate()  # the wait may have ended because a force switch changed
                 continue
             if pulled is None:
                 if self.options.stop_when_idle:
@@ -517,15 +522,14 @@ class Worker:
     # working hours and force switches (engine/schedule.py decides, engine/pull_gate.py reads the server) ----
     def _make_gate(self, schedule: Schedule) -> PullGate:
         # Our embedded server ends a pending long poll when the worker's runtime properties or a queue's tags
-        # change, so with long polls the switches are read once per wait (a few reads a minute when idle) and a
-        # wait need not be cut short to notice them.
-        fresh = self._long_poll
+        # change, so a wait that ends without a task makes the gate read them again (see _loop), as does each
+        # cycle of a hold; while tasks keep coming (a backlog) they are read when stale, as without long polls.
         return PullGate(
             self.session,
             self.worker_id,
             schedule,
-            properties_every=0.0 if fresh else self.options.force_check_sec,
-            tags_every=0.0 if fresh else self.options.queue_tags_check_sec,
+            properties_every=self.options.force_check_sec,
+            tags_every=self.options.queue_tags_check_sec,
         )
 
     def _open_queues(self, order: QueueOrder) -> tuple[list[QueueRef], str]:

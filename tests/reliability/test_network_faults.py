@@ -17,7 +17,7 @@ from tests.reliability.harness import Fault, FaultProxy, task_log_lines, task_st
 
 pytestmark = [pytest.mark.timeout(240)]
 
-LINES = 1500  # numbered lines the task prints, about 5 ms apart: 7-8 s of steady logging
+LINES = 1000  # numbered lines the task prints, about 5 ms apart: 5-6 s of steady logging
 FAULT_SEC = 3.0  # how long each fault lasts
 SESSION_TIMEOUT_SEC = 2.0  # the agent's read timeout here: a blackholed call gives up after this
 
@@ -79,13 +79,13 @@ def _enqueue_logging_task(raw, name: str) -> str:
     return task_id
 
 
-def _run_with_fault(raw, proxied_worker, proxy: FaultProxy, apply: Callable[[], None], name: str) -> str:
+def _run_with_fault(raw, proxied_worker, proxy: FaultProxy, apply: Callable[[str], None], name: str) -> str:
     task_id = _enqueue_logging_task(raw, name)
     worker, _bus = proxied_worker()
     worker.start()
     # The fault starts once the task is well into its logging, and ends FAULT_SEC later.
     wait_until(lambda: _line_counts(raw, task_id).get("n=00200"), 120, 0.1, "the task to log its 200th line")
-    apply()
+    apply(task_id)
     worker.join(180)
     assert worker.error is None, worker.error
     assert not worker._thread.is_alive(), "the worker did not finish"
@@ -104,9 +104,10 @@ FAULTS = {
 def test_a_network_fault_mid_task_loses_and_doubles_nothing(fault_name, raw, proxied_worker, proxy) -> None:
     fault, delay = FAULTS[fault_name]
 
-    def apply() -> None:
+    def apply(task_id: str) -> None:
         with proxy.faulty(fault, delay):
             _hold(FAULT_SEC)
+        assert task_status(raw, task_id) == "in_progress", "the fault must end while the task still logs"
 
     task_id = _run_with_fault(raw, proxied_worker, proxy, apply, f"network fault: {fault_name}")
     assert task_status(raw, task_id) == "completed"
@@ -116,7 +117,7 @@ def test_a_network_fault_mid_task_loses_and_doubles_nothing(fault_name, raw, pro
 def test_replies_lost_after_the_server_acted_double_nothing(raw, proxied_worker, proxy) -> None:
     """The server stored a batch (or took the final status) but the agent never heard: its retry adds nothing."""
 
-    def apply() -> None:
+    def apply(task_id: str) -> None:
         proxy.cut_next_responses(3, "events.add_batch")
         wait_until(lambda: proxy.cuts_pending == 0, 30, 0.05, "three add_batch replies to be cut")
         proxy.cut_next_responses(1, "tasks.completed")

@@ -70,3 +70,20 @@ def test_downtime_holds_force_on_pulls_queue_tag_off_beats_it(raw, run_worker):
     details = [e.detail for e in run.events if isinstance(e, WorkerStateChanged) and e.state is WorkerState.IDLE]
     assert schedule_reason in details and tag_reason in details  # what the CLI and the notebook show
     assert [e.task_id for e in run.events if isinstance(e, TaskPulled)] == [first]
+
+
+def test_a_switch_flipped_during_a_long_poll_is_read_when_the_wait_ends(raw, run_worker):
+    """The server ends a pending long poll when a force switch changes; the worker then reads the switches again,
+    however long their usual staleness bound (here 10 minutes: only the ended wait can explain a prompt read)."""
+    queue = raw.default_queue()
+    run = run_worker([], stop_when_idle=False, force_check_sec=600, queue_tags_check_sec=600)
+    with run:
+        worker = run.worker
+        wait_for(lambda: worker._long_poll and worker.state is WorkerState.IDLE, timeout=15)
+        force_off = [{"key": "force", "value": "off", "expiry": 600}]
+        raw.ok("workers.set_runtime_properties", {"worker": worker.worker_id, "runtime_properties": force_off})
+        wait_for(lambda: "force" in worker.state_detail, timeout=10)
+        task_id = enqueue_script(raw, "queued while forced off", queue)
+        holds(lambda: status(raw, task_id) == "queued", seconds=1.0)
+        raw.ok("queues.update", {"queue": queue, "tags": ["force_workers:on"]})
+        wait_for(lambda: status(raw, task_id) == "completed", timeout=60)
