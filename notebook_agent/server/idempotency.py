@@ -6,7 +6,9 @@ the call again; for `queues.get_next_task`, `events.add_batch` or a status chang
 or doubles log lines. Our client sends one key per logical call, the same on each of its retries. Answers are kept
 per caller and key for `TTL_SEC`, at most `MAX_ENTRIES` of them; a retry that arrives while the first call still
 runs waits for its answer. Calls without the header (the real clients) are untouched. Server errors (5xx) are not
-kept: nothing was done, so a retry may act.
+kept: nothing was done, so a retry may act. Reads (`get_*` but the pop, `peek_task`, `scalar_metrics_*`, `ping`,
+`debug.*`, `server.*`, `login.*`) are not kept either: running them twice is harmless, and their answers (a page of
+log events, a list of tasks) would fill the cache.
 """
 
 from __future__ import annotations
@@ -23,6 +25,16 @@ TTL_SEC = 600.0
 MAX_ENTRIES = 20_000
 MAX_KEY_CHARS = 128
 WAIT_SEC = 300.0  # how long a retry waits for the first call still running (a long poll holds up to a minute)
+_READ_SERVICES = ("debug.", "server.", "login.")
+_READ_ACTIONS = ("get", "peek_task", "scalar_metrics", "ping")
+
+
+def changes_state(endpoint: str) -> bool:
+    """True for a call that acts (a retry must not act again); False for a read."""
+    if endpoint.startswith(_READ_SERVICES):
+        return False
+    action = endpoint.rpartition(".")[2]
+    return action == "get_next_task" or not action.startswith(_READ_ACTIONS)
 
 
 @dataclass
@@ -48,7 +60,7 @@ class IdempotencyCache:
 
     def run(self, caller: str, key: str | None, endpoint: str, act: Callable[[], Answer]) -> Answer:
         """`act()`'s answer; for a (caller, key) seen before on this endpoint, the first answer, without acting."""
-        if not key or len(key) > MAX_KEY_CHARS:
+        if not key or len(key) > MAX_KEY_CHARS or not changes_state(endpoint):
             return act()
         slot = (caller, key)
         with self._lock:

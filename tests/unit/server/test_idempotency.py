@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from notebook_agent.server.idempotency import HEADER, IdempotencyCache
+from notebook_agent.server.idempotency import HEADER, IdempotencyCache, changes_state
 
 
 def _pop(raw, queue: str, key: str | None):
@@ -100,3 +100,13 @@ def test_the_client_sends_the_header_the_server_reads() -> None:
     from notebook_agent.api.session import IDEMPOTENCY_HEADER
 
     assert IDEMPOTENCY_HEADER == HEADER
+
+
+def test_reads_are_not_kept() -> None:
+    assert changes_state("queues.get_next_task") and changes_state("events.add_batch")
+    assert changes_state("tasks.completed") and changes_state("workers.status_report")
+    for read in ("tasks.get_all", "events.get_task_log", "queues.peek_task", "tasks.ping", "debug.openapi"):
+        assert not changes_state(read), read
+    cache = IdempotencyCache()
+    cache.run("c", "k", "events.get_task_log", lambda: (200, 0, "OK", {}, {"events": []}))
+    assert not cache._entries
