@@ -10,6 +10,7 @@ import csv
 import hashlib
 import importlib.metadata as metadata
 import io
+import json
 import logging
 import os
 import re
@@ -24,8 +25,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import sys_tags
 from packaging.utils import canonicalize_name
 
+from notebook_agent.environment.commands import run
 from notebook_agent.environment.managers import PackageManager
-from notebook_agent.environment.reporter import BuildReporter
+from notebook_agent.environment.reporter import BuildReporter, NullReporter
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +132,12 @@ class AgentPackagesFirst:
 
     def install(self, python: Path, requirements: str, *, cwd: Path) -> None:
         closure = agent_closure(requirements)
+        if closure and getattr(self.manager, "system_site_packages", False):
+            seen = _visible_fits(python, requirements, getattr(self.manager, "env", {}))
+            if seen:
+                # The venv sees a fitting clearml (the agent's environment or the base Python's): nothing to add.
+                self.reporter.log(f"agent packages: {seen} already visible through system site packages")
+                closure = []
         if closure:
             try:
                 wheels = [repack(dist, self.wheelhouse) for dist in closure]
@@ -160,6 +168,42 @@ class AgentPackagesFirst:
         if name.startswith("__") or name == "manager":
             raise AttributeError(name)
         return getattr(self.manager, name)
+
+
+def _visible_fits(python: Path, requirements: str, env: Mapping[str, str]) -> str:
+    """`name version, ...` when the venv's interpreter already sees an installed version of every agent package
+    the requirements name that fits them; "" otherwise."""
+    wanted: dict[str, Requirement] = {}
+    for line in requirements.splitlines():
+        with contextlib.suppress(InvalidRequirement):
+            req = Requirement(line.split(" #", 1)[0].strip())
+            if canonicalize_name(req.name) in {canonicalize_name(n) for n in AGENT_PACKAGES}:
+                wanted[req.name] = req
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "found = {}\n"
+        "for name in sys.argv[1:]:\n"
+        "    try: found[name] = m.version(name)\n"
+        "    except m.PackageNotFoundError: pass\n"
+        "print(json.dumps(found))"
+    )
+    result = run(
+        [str(python), "-c", code, *wanted],
+        cwd=python.parent,
+        env=env,
+        reporter=NullReporter(),
+        capture=True,
+        quiet=True,
+    )
+    try:
+        found = json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return ""
+    if not wanted or any(
+        name not in found or not req.specifier.contains(found[name], prereleases=True) for name, req in wanted.items()
+    ):
+        return ""
+    return ", ".join(f"{name} {found[name]}" for name in wanted)
 
 
 def _dist_info(dist: metadata.Distribution) -> str:

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from notebook_agent.environment import agent_site
 from notebook_agent.environment.commands import run
 from notebook_agent.environment.errors import EnvironmentSetupError
 from notebook_agent.environment.reporter import NullReporter
@@ -123,6 +124,16 @@ _PROBE = (
 )
 _identities: dict[tuple[str, str, int, int], dict[str, str]] = {}
 _identities_lock = threading.Lock()
+
+
+def interpreter_inputs(python: str, system_site_packages: bool, env: Mapping[str, str]) -> dict[str, Any]:
+    """The key's part for a venv of interpreter `python`: its identity, whether it sees system site packages and,
+    when those mean the agent's own environment, which one (agent_site)."""
+    return {
+        "python": interpreter_identity(python, env),
+        "system_site_packages": system_site_packages,
+        **agent_site.cache_key_inputs(python, system_site_packages, env),
+    }
 
 
 def interpreter_identity(python: str, env: Mapping[str, str]) -> dict[str, str]:

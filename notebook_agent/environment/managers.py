@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from notebook_agent.environment import venv
-from notebook_agent.environment.cache_key import interpreter_identity
+from notebook_agent.environment.cache_key import interpreter_inputs
 from notebook_agent.environment.errors import EnvironmentSetupError
 from notebook_agent.environment.reporter import BuildReporter
 from notebook_agent.environment.uv import uv_binary, uv_freeze, uv_install_command
@@ -94,8 +94,7 @@ class PipManager:
         return {
             "manager": "pip",
             "installer": "uv" if self.use_uv else "pip",
-            "python": interpreter_identity(self.python, self.env),
-            "system_site_packages": self.system_site_packages,
+            **interpreter_inputs(self.python, self.system_site_packages, self.env),
             # The index options decide which builds of a requirement pip picks.
             "pip_args": list(self.pip_args),
         }

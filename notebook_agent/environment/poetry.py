@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from notebook_agent.environment import venv
-from notebook_agent.environment.cache_key import interpreter_identity
+from notebook_agent.environment.cache_key import interpreter_inputs
 from notebook_agent.environment.commands import run
 from notebook_agent.environment.errors import EnvironmentSetupError
 from notebook_agent.environment.project_files import is_local_location, project_fingerprint, read_toml
@@ -96,8 +96,7 @@ class PoetryManager:
             return None
         return {
             "manager": "poetry",
-            "python": interpreter_identity(self.python, self.env),
-            "system_site_packages": self.system_site_packages,
+            **interpreter_inputs(self.python, self.system_site_packages, self.env),
             "files": project_fingerprint(self.project, _FILES),
         }
 

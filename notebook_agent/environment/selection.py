@@ -100,9 +100,9 @@ def select_manager(
 
 
 def _agent_packages_first(settings: BuildSettings, reporter: BuildReporter, manager: PackageManager) -> PackageManager:
-    # With system site packages the agent's own clearml is usually visible already; without them, install it from
-    # the agent's environment instead of downloading it.
-    if settings.agent_wheels_dir is None or settings.system_site_packages:
+    # A task that requires clearml gets the agent's own copy instead of a download, unless its venv already sees a
+    # fitting one through system site packages (AgentPackagesFirst checks).
+    if settings.agent_wheels_dir is None:
         return manager
     from notebook_agent.environment.agent_wheels import AgentPackagesFirst
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from notebook_agent.environment import venv
-from notebook_agent.environment.cache_key import interpreter_identity
+from notebook_agent.environment.cache_key import interpreter_inputs
 from notebook_agent.environment.commands import run
 from notebook_agent.environment.errors import EnvironmentSetupError
 from notebook_agent.environment.project_files import is_local_location, project_fingerprint, read_toml
@@ -95,8 +95,7 @@ class UvSyncManager:
             return None
         return {
             "manager": "uv-sync",
-            "python": interpreter_identity(self.python, self.env),
-            "system_site_packages": self.system_site_packages,
+            **interpreter_inputs(self.python, self.system_site_packages, self.env),
             "extra_args": list(self.extra_args),
             "index_flags": self.index_flags(),
             "files": project_fingerprint(self.project, _FILES),

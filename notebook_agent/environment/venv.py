@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from notebook_agent.environment.agent_site import link_agent_site
 from notebook_agent.environment.commands import run
 from notebook_agent.environment.errors import EnvironmentSetupError
 from notebook_agent.environment.reporter import BuildReporter, NullReporter
@@ -35,7 +36,8 @@ def create_venv(
     """Create a virtualenv for interpreter `python` at `path` and return its python.
 
     virtualenv runs under the agent's own interpreter (which has it installed), seeding pip from the wheels it
-    embeds (`--no-download`), so no network is needed.
+    embeds (`--no-download`), so no network is needed. With system site packages, a venv of the agent's own
+    interpreter also sees the agent's environment (see agent_site), not only its base Python's.
     """
     argv = [sys.executable, "-m", "virtualenv", "--no-download", "--no-periodic-update"]
     if system_site_packages:
@@ -46,6 +48,8 @@ def create_venv(
     interpreter = python_in(path)
     if result.returncode != 0 or not interpreter.exists():
         raise EnvironmentSetupError(f"virtualenv failed: {_telling(result.stdout)}", result.stdout, logged=True)
+    if system_site_packages:
+        link_agent_site(python, path, interpreter, env, reporter)
     return interpreter
 
 
