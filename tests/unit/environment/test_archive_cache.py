@@ -306,4 +306,5 @@ def test_store_choice_under_colab_drive_and_bad_values() -> None:
     with pytest.raises(ValueError, match=r"agent\.venvs_cache\.store must be one of auto, folder, archive"):
         use_archive(Path("/content/x"), "zip", root_only)
     assert filesystem_type(Path("/anywhere"), "") == ""
-    assert filesystem_type(Path("/"))  # this machine's own /proc/self/mountinfo
+    # This machine's own /proc/self/mountinfo; /proc rather than /, which is no mount point inside a chroot.
+    assert filesystem_type(Path("/proc/self")) == "proc"
