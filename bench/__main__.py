@@ -13,7 +13,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from bench.report import format_table, machine, rows_from_samples, write_results
+from bench.report import RATIO_MEANING, format_table, machine, rows_from_samples, write_results
 from bench.scenarios import SCENARIOS, ScenarioContext
 
 DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"kept {work_dir}", file=sys.stderr)
             else:
                 shutil.rmtree(work_dir, ignore_errors=True)
-        rows = rows_from_samples(result.samples, list(result.metrics))
+        rows = rows_from_samples(result.samples, result.metrics)
         shown = [row for row in rows if row.metric in (result.table or result.metrics)]
         payload = {
             "scenario": name,
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine_before,
             "loadavg_after": machine()["loadavg"],
             "settings": result.settings,
-            "metrics": result.metrics,
+            "metrics": {metric: spec.as_dict() for metric, spec in result.metrics.items()},
+            "ratio": RATIO_MEANING,
             "summary": [row.as_dict() for row in rows],
             "errors": result.errors,
             "samples": result.samples,

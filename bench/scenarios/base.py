@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.report import Metric
+
 
 @dataclass(frozen=True)
 class ScenarioContext:
@@ -18,7 +20,7 @@ class ScenarioContext:
 @dataclass
 class ScenarioResult:
     samples: list[dict[str, Any]]  # one per task run: agent, case, phase, round, status, metrics
-    metrics: dict[str, str]  # metric name -> what it measures, in table order
+    metrics: dict[str, Metric]  # metric name -> what it measures and which way is better, in table order
     table: list[str] = field(default_factory=list)  # the metrics the printed table shows (default: all)
     settings: dict[str, Any] = field(default_factory=dict)  # what both agents were given
     errors: list[str] = field(default_factory=list)  # runs that did not complete, one line each

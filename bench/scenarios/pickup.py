@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.agents import AGENTS, AgentDirs, AgentKind, AgentProcess, CacheSettings
 from bench.harness import BenchServer, BenchTimeout, StatusChange, alternate, delta, wait_for
-from bench.report import OURS
+from bench.report import OURS, Metric, lower
 from bench.scenarios.base import ScenarioContext, ScenarioResult
 from bench.wheelhouse import build_wheelhouse, offline_pip_env
 
@@ -29,11 +29,11 @@ DESCRIPTION = (
     "Warm environment (a warm-up task fills the venv cache), then tasks enqueued one at a time, each at an offset "
     "after the previous one completed (spread over clearml-agent's 5 s poll cycle): enqueue -> first instruction."
 )
-METRICS = {
-    "first_instruction_s": "enqueue -> the task script's first instruction (a time.time() it writes to a file)",
-    "pickup_s": "enqueue -> pulled (first in_progress): long poll for ours, a 5 s poll for clearml-agent",
-    "launch_s": "pulled -> the script's first instruction (the warm environment and the process start)",
-    "total_s": "enqueue -> completed (server stamps)",
+METRICS: dict[str, Metric] = {
+    "first_instruction_s": lower("enqueue -> the task script's first instruction (a time.time() it writes to a file)"),
+    "pickup_s": lower("enqueue -> pulled (first in_progress): long poll for ours, a 5 s poll for clearml-agent"),
+    "launch_s": lower("pulled -> the script's first instruction (the warm environment and the process start)"),
+    "total_s": lower("enqueue -> completed (server stamps)"),
 }
 TABLE = ["first_instruction_s", "pickup_s", "launch_s"]
 
@@ -98,7 +98,7 @@ def run(ctx: ScenarioContext) -> ScenarioResult:
     return run_warm_tasks(ctx, METRICS, TABLE)
 
 
-def run_warm_tasks(ctx: ScenarioContext, metrics: Mapping[str, str], table: Sequence[str]) -> ScenarioResult:
+def run_warm_tasks(ctx: ScenarioContext, metrics: Mapping[str, Metric], table: Sequence[str]) -> ScenarioResult:
     """Per round, each agent in turn (A B, then B A): a fresh agent, a warm-up task, then the measured tasks."""
     limits = QUICK if ctx.quick else FULL
     rounds = ctx.rounds or (1 if ctx.quick else DEFAULT_ROUNDS)

@@ -28,7 +28,7 @@ from typing import Any
 
 from bench.agents import AGENTS, AgentDirs, AgentKind, AgentProcess, CacheSettings
 from bench.harness import TERMINAL, BenchServer, BenchTimeout, alternate, percentile, wait_for
-from bench.report import OURS
+from bench.report import OURS, Metric, higher, lower, neither
 from bench.scenarios.base import ScenarioContext, ScenarioResult
 from notebook_agent import api
 
@@ -45,15 +45,17 @@ LONG_POLL, PLAIN_POLL = "long_poll", "plain_poll"
 BACKLOG, IDLE, TRICKLE = "backlog", "idle", "trickle"
 THROUGHPUT_CASE = "4_agents"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-METRICS = {
-    "next_task_p50_ms": "median latency of a non-waiting queues.get_next_task, seen by its caller, ms",
-    "next_task_p99_ms": "its 99th percentile (nearest rank), ms",
-    "pickup_p50_ms": "a task's queue entry added -> popped by a worker, median, ms",
-    "pickup_p99_ms": "its 99th percentile, ms",
-    "requests_per_s": "get_next_task calls answered per second, all workers (a call counts in the phase it ended in)",
-    "tasks_per_s": "backlog: tasks popped, started and completed per second by the simulated workers",
-    "tasks_per_min": "real agents: tasks completed per minute (enqueue of the first -> completion of the last)",
-    "s_per_task": "real agents: 60 / tasks_per_min (so that clearml-agent / ours reads as a speed-up)",
+METRICS: dict[str, Metric] = {
+    "next_task_p50_ms": lower("median latency of a non-waiting queues.get_next_task, seen by its caller, ms"),
+    "next_task_p99_ms": lower("its 99th percentile (nearest rank), ms"),
+    "pickup_p50_ms": lower("a task's queue entry added -> popped by a worker, median, ms"),
+    "pickup_p99_ms": lower("its 99th percentile, ms"),
+    "requests_per_s": neither(
+        "get_next_task calls answered per second, all workers (a call counts in the phase it ended in)"
+    ),
+    "tasks_per_s": higher("backlog: tasks popped, started and completed per second by the simulated workers"),
+    "tasks_per_min": higher("real agents: tasks completed per minute (enqueue of the first -> completion of the last)"),
+    "s_per_task": lower("real agents: 60 / tasks_per_min, seconds per task"),
 }
 TABLE = list(METRICS)
 TRIVIAL_LINE = "bench trivial task"
