@@ -21,7 +21,12 @@ DEFAULT_RESULTS = Path(__file__).resolve().parent / "results"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description="notebook-agent vs clearml-agent benchmarks")
-    p.add_argument("--quick", action="store_true", help="one round, smallest case, short deadlines (about a minute)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: one round, the smallest case, short windows, clearml-agent polling every 1 s "
+        "(about 1.5 minutes for every scenario on 2 cores)",
+    )
     p.add_argument(
         "--scenario", nargs="+", choices=sorted(SCENARIOS), default=sorted(SCENARIOS), help="scenarios to run"
     )
@@ -41,12 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
     failed = False
+    shared: dict[str, object] = {}  # what the scenarios of this invocation share (ScenarioContext.shared)
+    printed: set[str] = set()  # notes printed under a table already
     for name in args.scenario:
         scenario = SCENARIOS[name]
         work_dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
         started, machine_before = time.time(), machine()
         try:
-            result = scenario.run(ScenarioContext(work_dir, args.rounds, args.quick, args.keep))
+            result = scenario.run(ScenarioContext(work_dir, args.rounds, args.quick, args.keep, shared))
         finally:
             if args.keep:
                 print(f"kept {work_dir}", file=sys.stderr)
@@ -66,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": result.settings,
             "metrics": {metric: spec.as_dict() for metric, spec in result.metrics.items()},
             "ratio": RATIO_MEANING,
+            "notes": result.notes,
             "summary": [row.as_dict() for row in rows],
             "errors": result.errors,
             "samples": result.samples,
@@ -73,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         path = write_results(args.results_dir, name, payload)
         print(f"\n## {name} ({payload['duration_s']} s, results in {path})\n")
         print(format_table(shown))
+        for note in result.notes:
+            if note not in printed:  # once per invocation (every JSON keeps its own)
+                printed.add(note)
+                print(f"\n{note}")
         for error in result.errors:
             print(f"not completed: {error}")
         failed = failed or not result.ok

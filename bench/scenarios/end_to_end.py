@@ -24,4 +24,4 @@ TABLE = ["total_s", "pickup_s", "first_instruction_s", "finish_s"]
 
 
 def run(ctx: ScenarioContext) -> ScenarioResult:
-    return run_warm_tasks(ctx, METRICS, TABLE)
+    return run_warm_tasks(ctx, NAME, METRICS, TABLE)

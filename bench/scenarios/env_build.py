@@ -15,7 +15,7 @@ from typing import Any
 from bench.agents import AGENTS, AgentDirs, AgentKind, AgentProcess, CacheSettings
 from bench.harness import BenchServer, BenchTimeout, StatusChange, alternate, delta, wait_for
 from bench.report import OURS, Metric, lower
-from bench.scenarios.base import ScenarioContext, ScenarioResult
+from bench.scenarios.base import ScenarioContext, ScenarioResult, peer_poll_notes
 from bench.wheelhouse import build_wheelhouse, offline_pip_env
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,9 @@ def run(ctx: ScenarioContext) -> ScenarioResult:
             "agent_config": {kind.name: kind.config(AgentDirs(Path("<agent dir>")), "", cache) for kind in AGENTS},
             "order": "per case and round: A B in even rounds, B A in odd ones",
             "limits_s": {"ready": limits.ready, "task": limits.task},
+            "clearml_agent_poll_s": ctx.peer_poll_s or 5.0,
         },
+        notes=peer_poll_notes(ctx),
     )
     with BenchServer(ctx.work_dir / "server") as server:
         for round_index in range(rounds):
@@ -140,7 +142,8 @@ def _run_pair(
     queue = f"bench-{tag}"
     queue_id = server.create_queue(queue)
     samples: list[dict[str, Any]] = []
-    agent = AgentProcess(kind, server, dirs, queue, f"bench-{tag}:cpu:0", extra_env=extra_env, cache=cache)
+    worker_id = f"bench-{tag}:cpu:0"
+    agent = AgentProcess(kind, server, dirs, queue, worker_id, extra_env=extra_env, cache=cache, poll_s=ctx.peer_poll_s)
     try:
         with agent:
             agent.start(limits.ready)

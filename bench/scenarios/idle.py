@@ -47,7 +47,7 @@ class Timing:
 
 
 FULL = Timing(ready=90.0, settle=5.0, window=60.0)
-QUICK = Timing(ready=45.0, settle=2.0, window=10.0)
+QUICK = Timing(ready=45.0, settle=1.0, window=5.0)  # one of clearml-agent's 5 s poll cycles
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ class Sizes:
 
 
 FULL = Sizes(cells=200, warmup_cells=10, interval_s=0.02, kernel_ready=60.0, task_ready=120.0, task_max_s=300.0)
-QUICK = Sizes(cells=50, warmup_cells=5, interval_s=0.02, kernel_ready=60.0, task_ready=60.0, task_max_s=90.0)
+QUICK = Sizes(cells=20, warmup_cells=3, interval_s=0.02, kernel_ready=60.0, task_ready=60.0, task_max_s=90.0)
 
 
 def log_task_source(stop_file: Path, stats_file: Path, max_s: float) -> str:

@@ -24,7 +24,7 @@ import psutil
 from bench.agents import AGENTS, AgentDirs, AgentKind, AgentProcess, CacheSettings
 from bench.harness import BenchServer, BenchTimeout, EventRecorder, StoredLogBatch, alternate, delta
 from bench.report import OURS, Metric, higher, lower, neither
-from bench.scenarios.base import ScenarioContext, ScenarioResult
+from bench.scenarios.base import ScenarioContext, ScenarioResult, peer_poll_notes
 from bench.wheelhouse import offline_pip_env
 
 logger = logging.getLogger(__name__)
@@ -296,7 +296,9 @@ def run(ctx: ScenarioContext) -> ScenarioResult:
             "order": "per round: A B in even rounds, B A in odd ones; a fresh agent per run",
             "sampling_s": 0.1,
             "limits_s": {"ready": limits.ready, "task": limits.task, "last_line": limits.last_line},
+            "clearml_agent_poll_s": ctx.peer_poll_s or 5.0,
         },
+        notes=peer_poll_notes(ctx),
     )
     with BenchServer(ctx.work_dir / "server") as server:
         recorder = EventRecorder()
@@ -330,7 +332,8 @@ def _run_agent(
     queue = f"bench-{tag}"
     queue_id = server.create_queue(queue)
     base = {"agent": kind.name, "case": case, "phase": "flood", "round": round_index}
-    agent = AgentProcess(kind, server, dirs, queue, f"bench-{tag}:cpu:0", extra_env=extra_env, cache=cache)
+    worker_id = f"bench-{tag}:cpu:0"
+    agent = AgentProcess(kind, server, dirs, queue, worker_id, extra_env=extra_env, cache=cache, poll_s=ctx.peer_poll_s)
     try:
         with agent:
             agent.start(limits.ready)
