@@ -126,7 +126,6 @@ def test_the_card_shows_the_worker_error(agent, make_panel):
     assert "ConnectionError: &lt;server down&gt;" in panel.card.value
 
 
-
 def test_a_refused_key_shows_which_server_refused_which_key_and_the_fix(agent, make_panel):
     from types import SimpleNamespace
 
@@ -140,6 +139,7 @@ def test_a_refused_key_shows_which_server_refused_which_key_and_the_fix(agent, m
     assert "refused the access key" in error and "Fix:" in error
     creds = agent.config.api.credentials
     assert creds.secret_key not in error and creds.access_key not in error
+
 
 # -- tasks --------------------------------------------------------------------------------------------------------
 
