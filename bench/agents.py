@@ -82,6 +82,8 @@ class AgentKind(Protocol):
 
     def command(self, queue: str) -> list[str]: ...
 
+    def poll_env(self, poll_s: float | None) -> dict[str, str]: ...
+
 
 def _agent_section(dirs: AgentDirs, cache: CacheSettings, package_manager: str) -> str:
     return (
@@ -105,6 +107,9 @@ class Ours:
     def command(self, queue: str) -> list[str]:
         return [sys.executable, "-m", "notebook_agent", "daemon", "--queue", queue, "--foreground", "--cpu-only"]
 
+    def poll_env(self, poll_s: float | None) -> dict[str, str]:
+        return {}  # ours long-polls the embedded server: no poll period to shorten
+
 
 class ClearmlAgent:
     name = PEER
@@ -116,6 +121,11 @@ class ClearmlAgent:
 
     def command(self, queue: str) -> list[str]:
         return [sys.executable, "-m", "clearml_agent", "daemon", "--queue", queue, "--foreground", "--cpu-only"]
+
+    def poll_env(self, poll_s: float | None) -> dict[str, str]:
+        # Its queue poll, and the tick on which its daemon checks the task process and ships its console (5 s by
+        # default; `--polling-interval` cannot go below 5, this variable can).
+        return {} if poll_s is None else {"CLEARML_AGENT_QUEUE_POLL_FREQ_SEC": f"{poll_s:g}"}
 
 
 AGENTS: tuple[AgentKind, ...] = (Ours(), ClearmlAgent())
@@ -145,6 +155,7 @@ class AgentProcess:
     """One agent daemon in its own session (so its whole process tree can be signalled), logging to a file.
 
     `stop()` sends SIGINT to the group (both agents unregister on Ctrl-C), then SIGKILL after `grace` seconds.
+    `poll_s` shortens clearml-agent's 5 s poll (ScenarioContext.peer_poll_s: --quick only); None keeps it.
     """
 
     def __init__(
@@ -157,13 +168,14 @@ class AgentProcess:
         *,
         extra_env: Mapping[str, str],
         cache: CacheSettings,
+        poll_s: float | None = None,
     ) -> None:
         self.kind = kind
         self.server = server
         self.dirs = dirs
         self.queue = queue
         self.worker_id = worker_id
-        self._extra_env = dict(extra_env)
+        self._extra_env = {**extra_env, **kind.poll_env(poll_s)}
         self._cache = cache
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None

@@ -14,8 +14,8 @@ from typing import Any
 
 from bench.agents import AGENTS, AgentDirs, AgentKind, AgentProcess, CacheSettings
 from bench.harness import BenchServer, BenchTimeout, StatusChange, alternate, delta, wait_for
-from bench.report import OURS
-from bench.scenarios.base import ScenarioContext, ScenarioResult
+from bench.report import OURS, Metric, lower
+from bench.scenarios.base import ScenarioContext, ScenarioResult, peer_poll_notes
 from bench.wheelhouse import build_wheelhouse, offline_pip_env
 
 logger = logging.getLogger(__name__)
@@ -26,17 +26,17 @@ DESCRIPTION = (
     "(venv-cache hit); one requirement, and a small stack (numpy + pure-Python packages); offline wheelhouse."
 )
 DEFAULT_ROUNDS = 3
-METRICS = {
-    "total_s": "enqueue -> completed (server stamps; the primary, comparable metric)",
-    "start_s": "enqueue -> the task script's first line (a time.time() it prints)",
-    "launch_s": "pulled -> the task script's first line (start_s without the queue's pickup)",
-    "env_s": "pulled (first in_progress) -> 'worker starting task execution' (both agents send it at launch)",
-    "env_reported_s": (
+METRICS: dict[str, Metric] = {
+    "total_s": lower("enqueue -> completed (server stamps; the primary, comparable metric)"),
+    "start_s": lower("enqueue -> the task script's first line (a time.time() it prints)"),
+    "launch_s": lower("pulled -> the task script's first line (start_s without the queue's pickup)"),
+    "env_s": lower("pulled (first in_progress) -> 'worker starting task execution' (both agents send it at launch)"),
+    "env_reported_s": lower(
         "ours: its log line 'environment built in X s'; clearml-agent: 'worker started execution' -> "
         "'worker starting task execution' (its execute child's build, as in wire_traces.md section 5)"
     ),
-    "pickup_s": "enqueue -> pulled (queue polling: long poll for ours, every 5 s for clearml-agent)",
-    "finish_s": "the task script's last line -> completed",
+    "pickup_s": lower("enqueue -> pulled (queue polling: long poll for ours, every 5 s for clearml-agent)"),
+    "finish_s": lower("the task script's last line -> completed"),
 }
 TABLE = ["total_s", "start_s", "launch_s", "env_s", "env_reported_s"]
 STARTING = "worker starting task execution"
@@ -112,7 +112,9 @@ def run(ctx: ScenarioContext) -> ScenarioResult:
             "agent_config": {kind.name: kind.config(AgentDirs(Path("<agent dir>")), "", cache) for kind in AGENTS},
             "order": "per case and round: A B in even rounds, B A in odd ones",
             "limits_s": {"ready": limits.ready, "task": limits.task},
+            "clearml_agent_poll_s": ctx.peer_poll_s or 5.0,
         },
+        notes=peer_poll_notes(ctx),
     )
     with BenchServer(ctx.work_dir / "server") as server:
         for round_index in range(rounds):
@@ -140,7 +142,8 @@ def _run_pair(
     queue = f"bench-{tag}"
     queue_id = server.create_queue(queue)
     samples: list[dict[str, Any]] = []
-    agent = AgentProcess(kind, server, dirs, queue, f"bench-{tag}:cpu:0", extra_env=extra_env, cache=cache)
+    worker_id = f"bench-{tag}:cpu:0"
+    agent = AgentProcess(kind, server, dirs, queue, worker_id, extra_env=extra_env, cache=cache, poll_s=ctx.peer_poll_s)
     try:
         with agent:
             agent.start(limits.ready)

@@ -17,6 +17,7 @@ import psutil
 
 from bench.agents import AGENTS, AgentDirs, AgentKind, AgentProcess, CacheSettings
 from bench.harness import BenchServer, BenchTimeout, RequestCounter, alternate
+from bench.report import Metric, lower
 from bench.scenarios.base import ScenarioContext, ScenarioResult
 
 logger = logging.getLogger(__name__)
@@ -26,11 +27,12 @@ DESCRIPTION = (
     "An idle agent (registered, its queue empty) over a 60 s window: API requests per minute (counted by the "
     "embedded server, per endpoint) and CPU of the agent's process tree. Ours long-polls the embedded server."
 )
-METRICS = {
-    "requests_per_min": "API requests the server dispatched in the window (only this agent runs), per minute",
-    "cpu_percent": "CPU time (user + system, reaped children included) of the agent's process tree / wall, "
-    "% of one core",
-    "rss_mb": "resident memory of the agent's process tree at the window's end, MB",
+METRICS: dict[str, Metric] = {
+    "requests_per_min": lower("API requests the server dispatched in the window (only this agent runs), per minute"),
+    "cpu_percent": lower(
+        "CPU time (user + system, reaped children included) of the agent's process tree / wall, % of one core"
+    ),
+    "rss_mb": lower("resident memory of the agent's process tree at the window's end, MB"),
 }
 TABLE = list(METRICS)
 CASE = "idle"
@@ -45,7 +47,7 @@ class Timing:
 
 
 FULL = Timing(ready=90.0, settle=5.0, window=60.0)
-QUICK = Timing(ready=45.0, settle=2.0, window=10.0)
+QUICK = Timing(ready=45.0, settle=1.0, window=5.0)  # one of clearml-agent's 5 s poll cycles
 
 
 @dataclass(frozen=True)

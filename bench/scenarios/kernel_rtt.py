@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.agents import AgentDirs, CacheSettings, Ours, agent_env
 from bench.harness import TERMINAL, BenchServer, BenchTimeout, alternate, percentile, wait_for
-from bench.report import OURS
+from bench.report import OURS, Metric, higher, lower
 from bench.scenarios.base import ScenarioContext, ScenarioResult
 
 logger = logging.getLogger(__name__)
@@ -45,12 +45,12 @@ FLOOD = "flood_no_agent"  # control: the same task outside the kernel, its outpu
 ADDED = {LOGGING: "added", EMBEDDED: "added_embedded"}  # what each agent variant adds to no_agent
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of an IPython traceback
 _SERVER_ENV = ("CLEARML_API_", "CLEARML_WEB_HOST", "CLEARML_FILES_HOST", "CLEARML_CONFIG_FILE")
-METRICS = {
-    "p50_ms": "median round trip of the round's cells, ms (for `added`: agent_logging minus no_agent)",
-    "p99_ms": "99th percentile (nearest rank) of the round's cells, ms (for `added`: the difference)",
-    "max_ms": "slowest cell of the round, ms (for `added`: the difference)",
-    "mean_ms": "mean round trip, ms (for `added`: the difference)",
-    "log_lines_per_s": "lines the task printed per second over its run (agent_logging: the log path's pace)",
+METRICS: dict[str, Metric] = {
+    "p50_ms": lower("median round trip of the round's cells, ms (for `added`: agent_logging minus no_agent)"),
+    "p99_ms": lower("99th percentile (nearest rank) of the round's cells, ms (for `added`: the difference)"),
+    "max_ms": lower("slowest cell of the round, ms (for `added`: the difference)"),
+    "mean_ms": lower("mean round trip, ms (for `added`: the difference)"),
+    "log_lines_per_s": higher("lines the task printed per second over its run (agent_logging: the log path's pace)"),
 }
 TABLE = ["p50_ms", "p99_ms", "max_ms", "log_lines_per_s"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +67,7 @@ class Sizes:
 
 
 FULL = Sizes(cells=200, warmup_cells=10, interval_s=0.02, kernel_ready=60.0, task_ready=120.0, task_max_s=300.0)
-QUICK = Sizes(cells=50, warmup_cells=5, interval_s=0.02, kernel_ready=60.0, task_ready=60.0, task_max_s=90.0)
+QUICK = Sizes(cells=20, warmup_cells=3, interval_s=0.02, kernel_ready=60.0, task_ready=60.0, task_max_s=90.0)
 
 
 def log_task_source(stop_file: Path, stats_file: Path, max_s: float) -> str:

@@ -23,8 +23,8 @@ import psutil
 
 from bench.agents import AGENTS, AgentDirs, AgentKind, AgentProcess, CacheSettings
 from bench.harness import BenchServer, BenchTimeout, EventRecorder, StoredLogBatch, alternate, delta
-from bench.report import OURS
-from bench.scenarios.base import ScenarioContext, ScenarioResult
+from bench.report import OURS, Metric, higher, lower, neither
+from bench.scenarios.base import ScenarioContext, ScenarioResult, peer_poll_notes
 from bench.wheelhouse import offline_pip_env
 
 logger = logging.getLogger(__name__)
@@ -38,21 +38,21 @@ DESCRIPTION = (
 DEFAULT_ROUNDS = 3
 LINES = 200_000
 QUICK_LINES = 20_000
-METRICS = {
-    "ship_s": "the task's first line (its own time.time()) -> the last numbered line stored by the server",
-    "lines_per_s": "N / ship_s",
-    "lost": "numbers 0..N-1 whose exact line the server never stored",
-    "doubled": "extra copies of exact lines the server stored more than once",
-    "malformed": "stored lines that look like a numbered line but are not one as written (cut or merged)",
-    "rss_peak_mb": "peak RSS of the agent's process tree, the task excluded (psutil, every 0.1 s)",
-    "cpu_s": "user+system CPU seconds of the agent's tree, the task excluded: first line -> last line stored",
-    "write_s": "the task's first line -> its last line (its own stamps): how fast it wrote",
-    "lag_s": "the task's last line (its own stamp) -> the last numbered line stored",
-    "reordered": "numbered lines that come before their predecessor in the server's log order (timestamp, seq)",
-    "rss_start_mb": "the agent tree's RSS just before the task's first line (the task already running)",
-    "stamp_ahead_s": "the most an event's timestamp is ahead of its storing (clearml-agent adds 1 ms a line)",
-    "events": "log events the server stored for the task",
-    "store_calls": "add_events calls of the server's store that held the task's log events",
+METRICS: dict[str, Metric] = {
+    "ship_s": lower("the task's first line (its own time.time()) -> the last numbered line stored by the server"),
+    "lines_per_s": higher("N / ship_s"),
+    "lost": lower("numbers 0..N-1 whose exact line the server never stored"),
+    "doubled": lower("extra copies of exact lines the server stored more than once"),
+    "malformed": lower("stored lines that look like a numbered line but are not one as written (cut or merged)"),
+    "rss_peak_mb": lower("peak RSS of the agent's process tree, the task excluded (psutil, every 0.1 s)"),
+    "cpu_s": lower("user+system CPU seconds of the agent's tree, the task excluded: first line -> last line stored"),
+    "write_s": lower("the task's first line -> its last line (its own stamps): how fast it wrote"),
+    "lag_s": lower("the task's last line (its own stamp) -> the last numbered line stored"),
+    "reordered": lower("numbered lines that come before their predecessor in the server's log order (timestamp, seq)"),
+    "rss_start_mb": lower("the agent tree's RSS just before the task's first line (the task already running)"),
+    "stamp_ahead_s": lower("the most an event's timestamp is ahead of its storing (clearml-agent adds 1 ms a line)"),
+    "events": neither("log events the server stored for the task"),
+    "store_calls": neither("add_events calls of the server's store that held the task's log events"),
 }
 TABLE = ["ship_s", "lines_per_s", "lost", "doubled", "malformed", "rss_peak_mb", "cpu_s"]
 SETTLE_S = 0.5  # the task's pause before its first line: a few samples of the idle agent with the task running
@@ -296,7 +296,9 @@ def run(ctx: ScenarioContext) -> ScenarioResult:
             "order": "per round: A B in even rounds, B A in odd ones; a fresh agent per run",
             "sampling_s": 0.1,
             "limits_s": {"ready": limits.ready, "task": limits.task, "last_line": limits.last_line},
+            "clearml_agent_poll_s": ctx.peer_poll_s or 5.0,
         },
+        notes=peer_poll_notes(ctx),
     )
     with BenchServer(ctx.work_dir / "server") as server:
         recorder = EventRecorder()
@@ -330,7 +332,8 @@ def _run_agent(
     queue = f"bench-{tag}"
     queue_id = server.create_queue(queue)
     base = {"agent": kind.name, "case": case, "phase": "flood", "round": round_index}
-    agent = AgentProcess(kind, server, dirs, queue, f"bench-{tag}:cpu:0", extra_env=extra_env, cache=cache)
+    worker_id = f"bench-{tag}:cpu:0"
+    agent = AgentProcess(kind, server, dirs, queue, worker_id, extra_env=extra_env, cache=cache, poll_s=ctx.peer_poll_s)
     try:
         with agent:
             agent.start(limits.ready)

@@ -7,6 +7,7 @@ instant the previous one ended would meet clearml-agent's immediate post-task po
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 import shutil
@@ -18,8 +19,8 @@ from typing import Any
 
 from bench.agents import AGENTS, AgentDirs, AgentKind, AgentProcess, CacheSettings
 from bench.harness import BenchServer, BenchTimeout, StatusChange, alternate, delta, wait_for
-from bench.report import OURS
-from bench.scenarios.base import ScenarioContext, ScenarioResult
+from bench.report import OURS, Metric, lower
+from bench.scenarios.base import ScenarioContext, ScenarioResult, peer_poll_notes
 from bench.wheelhouse import build_wheelhouse, offline_pip_env
 
 logger = logging.getLogger(__name__)
@@ -29,18 +30,18 @@ DESCRIPTION = (
     "Warm environment (a warm-up task fills the venv cache), then tasks enqueued one at a time, each at an offset "
     "after the previous one completed (spread over clearml-agent's 5 s poll cycle): enqueue -> first instruction."
 )
-METRICS = {
-    "first_instruction_s": "enqueue -> the task script's first instruction (a time.time() it writes to a file)",
-    "pickup_s": "enqueue -> pulled (first in_progress): long poll for ours, a 5 s poll for clearml-agent",
-    "launch_s": "pulled -> the script's first instruction (the warm environment and the process start)",
-    "total_s": "enqueue -> completed (server stamps)",
+METRICS: dict[str, Metric] = {
+    "first_instruction_s": lower("enqueue -> the task script's first instruction (a time.time() it writes to a file)"),
+    "pickup_s": lower("enqueue -> pulled (first in_progress): long poll for ours, a 5 s poll for clearml-agent"),
+    "launch_s": lower("pulled -> the script's first instruction (the warm environment and the process start)"),
+    "total_s": lower("enqueue -> completed (server stamps)"),
 }
 TABLE = ["first_instruction_s", "pickup_s", "launch_s"]
 
 CASE = "trivial"
 PHASE = "warm"
 REQUIREMENTS = ("six",)  # one small requirement: a real venv-cache entry for both agents
-POLL_CYCLE_S = 5.0  # clearml-agent's queue poll period (its minimum; CLEARML_AGENT_QUEUE_POLL_FREQ_SEC)
+POLL_CYCLE_S = 5.0  # clearml-agent's default queue poll period (--quick: ScenarioContext.peer_poll_s)
 DEFAULT_ROUNDS = 2
 TASKS_PER_ROUND = 5  # measured tasks per agent and round: 10 per agent by default
 QUICK_TASKS = 1
@@ -95,29 +96,71 @@ def arrival_offsets(count: int, round_index: int, cycle: float = POLL_CYCLE_S) -
 
 
 def run(ctx: ScenarioContext) -> ScenarioResult:
-    return run_warm_tasks(ctx, METRICS, TABLE)
+    return run_warm_tasks(ctx, NAME, METRICS, TABLE)
 
 
-def run_warm_tasks(ctx: ScenarioContext, metrics: Mapping[str, str], table: Sequence[str]) -> ScenarioResult:
-    """Per round, each agent in turn (A B, then B A): a fresh agent, a warm-up task, then the measured tasks."""
+def run_warm_tasks(
+    ctx: ScenarioContext, scenario: str, metrics: Mapping[str, Metric], table: Sequence[str]
+) -> ScenarioResult:
+    """Per round, each agent in turn (A B, then B A): a fresh agent, a warm-up task, then the measured tasks.
+
+    With --quick, pickup and end_to_end of one invocation share one such run (the same tasks, other metrics): the
+    first of them measures it, the second reports its samples."""
+    shared = ctx.shared.get(SHARED_KEY) if ctx.quick else None
+    notes = peer_poll_notes(ctx)
+    if shared is None:
+        shared = _warm_task_run(ctx, scenario)
+        if ctx.quick:
+            ctx.shared[SHARED_KEY] = shared
+        samples, settings = shared.samples, shared.settings
+    else:
+        samples = copy.deepcopy(shared.samples)
+        settings = {**shared.settings, "samples_from": f"{shared.scenario} (the same run of this invocation)"}
+        notes.append(f"--quick: the samples of the {shared.scenario} run above (one warm-task run for both)")
+    return ScenarioResult(
+        samples=samples,
+        metrics=dict(metrics),
+        table=list(table),
+        settings=settings,
+        errors=list(shared.errors),
+        notes=notes,
+    )
+
+
+@dataclass(frozen=True)
+class WarmTaskRun:
+    """The samples, errors and settings of one warm-task run (what pickup and end_to_end report)."""
+
+    scenario: str  # the one that measured it
+    samples: list[dict[str, Any]]
+    errors: list[str]
+    settings: dict[str, Any]
+
+
+SHARED_KEY = "warm_tasks"  # ScenarioContext.shared: the WarmTaskRun of this invocation (--quick)
+
+
+def _warm_task_run(ctx: ScenarioContext, scenario: str) -> WarmTaskRun:
     limits = QUICK if ctx.quick else FULL
     rounds = ctx.rounds or (1 if ctx.quick else DEFAULT_ROUNDS)
     tasks = QUICK_TASKS if ctx.quick else TASKS_PER_ROUND
+    cycle = ctx.peer_poll_s or POLL_CYCLE_S
     cache = CacheSettings()
     wheelhouse = ctx.work_dir / "wheelhouse"
     wheels = build_wheelhouse(REQUIREMENTS, wheelhouse)
     extra_env = offline_pip_env(wheelhouse)
-    schedule = [arrival_offsets(tasks, r) for r in range(rounds)]
-    result = ScenarioResult(
+    schedule = [arrival_offsets(tasks, r, cycle) for r in range(rounds)]
+    run = WarmTaskRun(
+        scenario=scenario,
         samples=[],
-        metrics=dict(metrics),
-        table=list(table),
+        errors=[],
         settings={
             "rounds": rounds,
             "tasks_per_round": tasks,
             "requirements": list(REQUIREMENTS),
             "arrival_offsets_s": schedule,
             "arrivals": "each measured task is enqueued offset s after the previous one completed (server stamp)",
+            "clearml_agent_poll_s": cycle,
             "wheelhouse": sorted(w.name for w in wheels),
             "pip_env": {k: v for k, v in extra_env.items() if k != "PIP_FIND_LINKS"},
             "venvs_cache": {"max_entries": cache.max_entries, "free_space_threshold_gb": cache.free_space_threshold_gb},
@@ -131,9 +174,9 @@ def run_warm_tasks(ctx: ScenarioContext, metrics: Mapping[str, str], table: Sequ
         for round_index, offsets in enumerate(schedule):
             for kind in alternate(AGENTS, round_index):
                 samples = _run_agent(server, kind, round_index, offsets, ctx, extra_env, cache, limits)
-                result.samples += samples
-                result.errors += [problem for sample in samples if (problem := _problem(sample))]
-    return result
+                run.samples.extend(samples)
+                run.errors.extend(problem for sample in samples if (problem := _problem(sample)))
+    return run
 
 
 def _run_agent(
@@ -152,7 +195,10 @@ def _run_agent(
     stamps = ctx.work_dir / "stamps"
     stamps.mkdir(parents=True, exist_ok=True)
     queue_id = server.create_queue(f"bench-{tag}")
-    agent = AgentProcess(kind, server, dirs, f"bench-{tag}", f"bench-{tag}:cpu:0", extra_env=extra_env, cache=cache)
+    worker_id = f"bench-{tag}:cpu:0"
+    agent = AgentProcess(
+        kind, server, dirs, f"bench-{tag}", worker_id, extra_env=extra_env, cache=cache, poll_s=ctx.peer_poll_s
+    )
     base = {"agent": kind.name, "case": CASE, "phase": PHASE, "round": round_index}
     samples: list[dict[str, Any]] = []
     try:

@@ -6,8 +6,9 @@ headers or (the variant) a plain get_next_task every 0.25 s. Phases: a backlog o
 tasks.started, tasks.completed), a few seconds of idle polling, then tasks enqueued one at a time (a trickle). The
 latency of every non-waiting `queues.get_next_task` is timed by its caller.
 
-Part 2: four real daemons of one agent on one queue run trivial tasks (no requirements, environment cache warm
-after one warm-up task each) until all N completed: tasks per minute, enqueue of the first -> completion of the last.
+Part 2: four real daemons (two with --quick) of one agent on one queue run trivial tasks (no requirements,
+environment cache warm after one warm-up task each) until all N completed: tasks per minute, enqueue of the first ->
+completion of the last.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from typing import Any
 
 from bench.agents import AGENTS, AgentDirs, AgentKind, AgentProcess, CacheSettings
 from bench.harness import TERMINAL, BenchServer, BenchTimeout, alternate, percentile, wait_for
-from bench.report import OURS
-from bench.scenarios.base import ScenarioContext, ScenarioResult
+from bench.report import OURS, Metric, higher, lower, neither
+from bench.scenarios.base import ScenarioContext, ScenarioResult, peer_poll_notes
 from notebook_agent import api
 
 logger = logging.getLogger(__name__)
@@ -43,17 +44,18 @@ DESCRIPTION = (
 DEFAULT_ROUNDS = 1
 LONG_POLL, PLAIN_POLL = "long_poll", "plain_poll"
 BACKLOG, IDLE, TRICKLE = "backlog", "idle", "trickle"
-THROUGHPUT_CASE = "4_agents"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-METRICS = {
-    "next_task_p50_ms": "median latency of a non-waiting queues.get_next_task, seen by its caller, ms",
-    "next_task_p99_ms": "its 99th percentile (nearest rank), ms",
-    "pickup_p50_ms": "a task's queue entry added -> popped by a worker, median, ms",
-    "pickup_p99_ms": "its 99th percentile, ms",
-    "requests_per_s": "get_next_task calls answered per second, all workers (a call counts in the phase it ended in)",
-    "tasks_per_s": "backlog: tasks popped, started and completed per second by the simulated workers",
-    "tasks_per_min": "real agents: tasks completed per minute (enqueue of the first -> completion of the last)",
-    "s_per_task": "real agents: 60 / tasks_per_min (so that clearml-agent / ours reads as a speed-up)",
+METRICS: dict[str, Metric] = {
+    "next_task_p50_ms": lower("median latency of a non-waiting queues.get_next_task, seen by its caller, ms"),
+    "next_task_p99_ms": lower("its 99th percentile (nearest rank), ms"),
+    "pickup_p50_ms": lower("a task's queue entry added -> popped by a worker, median, ms"),
+    "pickup_p99_ms": lower("its 99th percentile, ms"),
+    "requests_per_s": neither(
+        "get_next_task calls answered per second, all workers (a call counts in the phase it ended in)"
+    ),
+    "tasks_per_s": higher("backlog: tasks popped, started and completed per second by the simulated workers"),
+    "tasks_per_min": higher("real agents: tasks completed per minute (enqueue of the first -> completion of the last)"),
+    "s_per_task": lower("real agents: 60 / tasks_per_min, seconds per task"),
 }
 TABLE = list(METRICS)
 TRIVIAL_LINE = "bench trivial task"
@@ -82,8 +84,8 @@ FULL = Sizes(
     agents=4, tasks=1000, peer_tasks=40, ready=90.0, warmup=300.0, task_s=2.0,
 )  # fmt: skip
 QUICK = Sizes(
-    pollers=20, backlog=100, idle_s=1.0, trickle=20, trickle_gap_s=0.05,
-    agents=4, tasks=40, peer_tasks=0, ready=45.0, warmup=120.0, task_s=2.0,
+    pollers=5, backlog=40, idle_s=1.0, trickle=10, trickle_gap_s=0.05,
+    agents=2, tasks=20, peer_tasks=4, ready=45.0, warmup=120.0, task_s=2.0,
 )  # fmt: skip
 
 
@@ -107,7 +109,9 @@ def run(ctx: ScenarioContext) -> ScenarioResult:
             "runs one warm-up task from a queue of its own (listed first), not counted",
             "agents": {kind.name: " ".join(kind.command("Q")) for kind in kinds},
             "order": "poll variants and agents: A B in even rounds, B A in odd ones",
+            "clearml_agent_poll_s": ctx.peer_poll_s or 5.0,
         },
+        notes=peer_poll_notes(ctx) if sizes.peer_tasks else [],
     )
     with BenchServer(ctx.work_dir / "server") as server:
         for round_index in range(rounds):
@@ -382,6 +386,9 @@ class AlsoPolling:
     def config(self, dirs: AgentDirs, api_section: str, cache: CacheSettings) -> str:
         return self.kind.config(dirs, api_section, cache)
 
+    def poll_env(self, poll_s: float | None) -> dict[str, str]:
+        return self.kind.poll_env(poll_s)
+
     def command(self, queue: str) -> list[str]:
         command = self.kind.command(queue)
         at = command.index(queue) + 1
@@ -394,10 +401,11 @@ def _throughput(
     tag = f"{kind.name}-r{round_index}"
     shared = f"bench-tp-{tag}"
     shared_id = server.create_queue(shared)
-    base: dict[str, Any] = {"agent": kind.name, "case": THROUGHPUT_CASE, "phase": "trivial", "round": round_index}
+    case = f"{sizes.agents}_agents"
+    base: dict[str, Any] = {"agent": kind.name, "case": case, "phase": "trivial", "round": round_index}
     agents: list[AgentProcess] = []
     own_ids: list[str] = []
-    options: dict[str, Any] = {"extra_env": {}, "cache": CacheSettings()}
+    options: dict[str, Any] = {"extra_env": {}, "cache": CacheSettings(), "poll_s": ctx.peer_poll_s}
     try:
         for i in range(sizes.agents):
             own = f"{shared}-a{i}"
