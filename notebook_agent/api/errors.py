@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import Any
 
@@ -92,3 +93,21 @@ def error_for(code: int, subcode: int, message: str, endpoint: str, data: dict[s
     """Build the most specific APIError subclass for an HTTP/result code."""
     cls = {401: UnauthorizedError, 404: NotFoundError}.get(code, APIError)
     return cls(code, subcode, message, endpoint, data)
+
+
+# What requests/urllib3 bury in a long chain of wrapped exceptions; the first match is the cause a user can act on.
+_CAUSES = (
+    re.compile(r"\[Errno -?\d+\] ([^'\")]+)"),  # Connection refused, Name or service not known, ...
+    re.compile(r"(certificate verify failed[^'\")]*)", re.IGNORECASE),
+    re.compile(r"((?:Read|Connect)(?:ion)? timed out)", re.IGNORECASE),
+    re.compile(r"(HTTP \d{3}[^:]*)$"),
+)
+
+
+def short_cause(cause: str) -> str:
+    """The part of a transport failure that says why (e.g. "Connection refused"), else the text as it is."""
+    for pattern in _CAUSES:
+        found = pattern.search(cause)
+        if found:
+            return found.group(1).strip().rstrip(".")
+    return cause.rsplit(": ", 1)[-1][:200]

@@ -16,7 +16,7 @@ from requests.auth import AuthBase
 from urllib3.exceptions import ConnectTimeoutError
 
 from notebook_agent import __version__
-from notebook_agent.api.errors import APIError, TransportError, UnauthorizedError, error_for
+from notebook_agent.api.errors import APIError, TransportError, UnauthorizedError, error_for, short_cause
 from notebook_agent.masking import mask, mask_url
 
 log = logging.getLogger(__name__)
@@ -274,6 +274,7 @@ class Session:
         budget = self.retry_total_seconds if retry_seconds is None else retry_seconds
         deadline = self._clock() + budget
         delay = BACKOFF_START
+        failures = 0
         while True:
             status: int | None = None
             maybe_delivered = True
@@ -294,6 +295,8 @@ class Session:
             else:
                 log.debug("%s -> HTTP %s", mask_url(url), response.status_code)
                 if response.status_code not in RETRY_STATUSES:
+                    if failures:
+                        log.info("%s answered after %d failed attempts", endpoint, failures)
                     return response
                 status = response.status_code
                 cause = f"HTTP {status} {response.reason or ''}".strip()
@@ -307,7 +310,11 @@ class Session:
                     url=mask_url(url),
                     maybe_delivered=maybe_delivered,
                 )
-            log.warning("%s failed (%s); retrying in %.1fs", endpoint, cause, delay)
+            # One line per call, not one per attempt: a refused connection would otherwise print one every few s.
+            failures += 1
+            if failures == 1:
+                log.warning("%s failed (%s); retrying for up to %g s", endpoint, short_cause(cause), budget)
+            log.debug("%s failed (%s); retrying in %.1fs", endpoint, cause, delay)
             self._sleep(delay)
             delay = min(delay * 2, BACKOFF_CAP)
 

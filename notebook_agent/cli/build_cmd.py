@@ -37,8 +37,22 @@ class _PrintReporter:
             print("== environment ready", flush=True)
 
 
+_DESCRIPTION = """\
+Check out the task's code (repository at its commit, plus its uncommitted diff) and build its virtualenv with its
+requirements, as the daemon would before running it, but do not run it.
+
+example:
+  notebook-agent build --id 1a2b3c... --target ./task-env   # then ./task-env/venv/bin/python runs its code
+"""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("build", help="build a task's environment without running it (like clearml-agent build)")
+    p = sub.add_parser(
+        "build",
+        help="build a task's environment without running it (like clearml-agent build)",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--id", required=True, dest="task_id", help="the task whose environment to build")
     p.add_argument(
         "--target",

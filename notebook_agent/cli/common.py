@@ -17,6 +17,7 @@ from notebook_agent.engine.events import (
     EventBus,
     TaskLogLines,
     TaskPhaseChanged,
+    WorkerListening,
     WorkerStateChanged,
 )
 from notebook_agent.server import DEFAULT_DATA_DIR, EmbeddedServer
@@ -24,10 +25,10 @@ from notebook_agent.server import DEFAULT_DATA_DIR, EmbeddedServer
 DEFAULT_PORT = 8008
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as probe:
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError:
             return False
     return True
@@ -76,11 +77,24 @@ def connect(
         if running is not None and running.api.configured and _alive(running.api.api_server):
             print(f"using the embedded server at {running.api.api_server}", file=out, flush=True)
             return load_config(env=embedded_env(running, env)), None
-    port = DEFAULT_PORT if _port_free(DEFAULT_PORT) else 0
+    port = DEFAULT_PORT if port_free(DEFAULT_PORT) else 0
     server = EmbeddedServer(port=port).start()
     reason = "no ClearML server is configured" if not config.api.configured else "the demo runs locally"
     print(f"{reason}: started the embedded server at {server.url} (data in {server.data_dir})", file=out, flush=True)
     return load_config(env=embedded_env(load_config(server.config_file, env={}), env)), server
+
+
+def listening_line(event: WorkerListening) -> str:
+    """`worker HOST:0 listening on queues high, low (in priority order) at http://...`, as the daemon starts."""
+    gpus = dict(event.gpus)
+    names = ", ".join(f"{q} ({gpus[q]} GPU{'s' if gpus[q] != '1' else ''})" if q in gpus else q for q in event.queues)
+    noun = "queue" if len(event.queues) == 1 else "queues"
+    order = "" if len(event.queues) < 2 else (" (in turn)" if event.fairness else " (in priority order)")
+    line = f"worker {event.worker_id} listening on {noun} {names}{order} at {event.server}"
+    if event.services_limit is not None:
+        limit = f"at most {event.services_limit} at once" if event.services_limit > 0 else "no limit"
+        line += f"; services mode ({limit})"
+    return line
 
 
 class ConsolePrinter:
@@ -92,7 +106,9 @@ class ConsolePrinter:
         self.subscription = bus.subscribe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, WorkerStateChanged):
+        if isinstance(event, WorkerListening):
+            line = listening_line(event)
+        elif isinstance(event, WorkerStateChanged):
             line = f"[{event.worker_id}] {event.state.value}" + (f": {event.detail}" if event.detail else "")
         elif isinstance(event, TaskPhaseChanged):
             line = f"[task {event.task_id[:8]}] {event.phase.value}" + (f" ({event.reason})" if event.reason else "")

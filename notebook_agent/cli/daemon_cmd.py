@@ -25,9 +25,26 @@ from notebook_agent.engine.schedule import Schedule, ScheduleError
 from notebook_agent.engine.worker import STATE_DIR, Worker, WorkerOptions
 from notebook_agent.monitor.nvml import GpuMonitor
 
+_DESCRIPTION = """\
+Register a worker with the ClearML server and run the tasks enqueued on its queues, one at a time (or side by
+side with --services-mode or --dynamic-gpus), until Ctrl-C or SIGTERM. With no server configured (clearml.conf or
+CLEARML_API_HOST and keys) it starts the embedded server.
+
+examples:
+  notebook-agent daemon --queue high low            # high first, then low
+  notebook-agent daemon --queue default --gpus 0,1  # the tasks see GPUs 0 and 1
+  notebook-agent daemon --queue services --services-mode 4
+  notebook-agent daemon --queue default --detached  # in the background; stop with: notebook-agent daemon --stop
+"""
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("daemon", help="pull tasks from ClearML queues and run them (like clearml-agent daemon)")
+    p = sub.add_parser(
+        "daemon",
+        help="pull tasks from ClearML queues and run them (like clearml-agent daemon)",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
         "--queue",
         nargs="+",

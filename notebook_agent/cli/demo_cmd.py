@@ -18,8 +18,19 @@ DEMO_QUEUE = "notebook-agent-demo"
 DEMO_TASK = Path(__file__).with_name("demo_task.py")
 
 
+_DESCRIPTION = """\
+Start the embedded server, submit a small sample task, run it with an agent and show its log: a check that
+everything works on this machine, with no account and no network.
+"""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run a sample task end to end on the embedded server")
+    p = sub.add_parser(
+        "demo",
+        help="run a sample task end to end on the embedded server",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.set_defaults(func=run)
 
 

@@ -22,9 +22,22 @@ from notebook_agent.engine.events import EventBus, TaskPhase
 from notebook_agent.engine.runner import RunnerSettings, TaskRunner
 from notebook_agent.engine.worker_id import standalone_worker_id
 
+_DESCRIPTION = """\
+Build the task's environment and run it here, streaming its log to the server; exit with the task's exit code.
+
+examples:
+  notebook-agent execute --id 1a2b3c...           # run the task itself
+  notebook-agent execute --id 1a2b3c... --clone   # run a copy, leaving the original as it is
+"""
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("execute", help="run one task by id, without a queue (like clearml-agent execute)")
+    p = sub.add_parser(
+        "execute",
+        help="run one task by id, without a queue (like clearml-agent execute)",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--id", required=True, dest="task_id", help="the task to run")
     p.add_argument("--clone", action="store_true", help="run a clone of the task instead of the task itself")
     p.add_argument("--cpu-only", action="store_true", help="hide every GPU from the task")

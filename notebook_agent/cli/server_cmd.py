@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 from pathlib import Path
 
+from notebook_agent.cli.common import port_free
 from notebook_agent.server import EmbeddedServer
 from notebook_agent.server.http_handler import DEFAULT_MAX_BODY
 
+_DESCRIPTION = """\
+Run the embedded ClearML-API server (SQLite, authenticated) until Ctrl-C. It writes a clearml.conf with its
+URL and keys into its data folder, for the SDK, clearml-agent and this agent to use.
+
+example:
+  notebook-agent server --port 8010 --data-dir ~/my-server
+"""
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("server", help="run the embedded ClearML-compatible server in the foreground")
+    p = sub.add_parser(
+        "server",
+        help="run the embedded ClearML-compatible server in the foreground",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
         "--data-dir",
         type=Path,
@@ -44,6 +59,21 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+def _port_fix(exc: OSError, host: str, port: int) -> str:
+    """What to do when the port can't be had: another free port to pass, or why none would help."""
+    if exc.errno == errno.EADDRINUSE:
+        free = _free_port(host, port + 1)
+        other = f"--port {free}" if free else "--port with another port"
+        return f"another program (another server?) listens on port {port}: pass {other}, or stop that program"
+    if exc.errno == errno.EACCES and port < 1024:
+        return f"ports below 1024 need root: pass --port {_free_port(host, 8008) or 8008}"
+    return f"check --host {host} (an address of this machine) and --port"
+
+
+def _free_port(host: str, start: int) -> int | None:
+    return next((port for port in range(start, min(start + 100, 65536)) if port_free(port, host)), None)
+
+
 def run(args: argparse.Namespace) -> int:
     if bool(args.access_key) != bool(args.secret_key):
         print("notebook-agent server: give --access-key and --secret-key together", file=sys.stderr)
@@ -60,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         server.start()
     except OSError as exc:
         print(
-            f"notebook-agent server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            f"notebook-agent server: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}\n"
+            f"  Fix: {_port_fix(exc, args.host, args.port)}",
             file=sys.stderr,
         )
         return 1

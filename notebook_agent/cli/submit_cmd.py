@@ -12,9 +12,22 @@ from notebook_agent.cli.common import connect
 from notebook_agent.engine.queue_lookup import QueueNotFoundError, resolve_queues
 from notebook_agent.environment.interpreter import sdk_binary
 
+_DESCRIPTION = """\
+Create a task from a local script or a git repository, as clearml-task does, and put it on a queue.
+
+examples:
+  notebook-agent submit --script train.py --requirements requirements.txt --queue default
+  notebook-agent submit --repo https://github.com/me/proj.git --entry-point train.py --branch main
+"""
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("submit", help="create a task and enqueue it; prints the task id")
+    p = sub.add_parser(
+        "submit",
+        help="create a task and enqueue it; prints the task id",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--script", type=Path, help="a local Python file: its source travels with the task")
     source.add_argument("--repo", help="a git repository URL or path")
@@ -24,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--working-dir", default=".", help="folder the entry point runs from (default .)")
     p.add_argument("--requirements", type=Path, help="a requirements.txt for the task's environment")
     p.add_argument("--queue", default="", help="queue name or id (default: the server's default queue)")
+    p.add_argument("--create-queue", action="store_true", help="create the queue if it does not exist")
     p.add_argument("--project", default="notebook-agent", help="project name (created if missing)")
     p.add_argument("--name", default="", help="task name (default: the script's name)")
     p.set_defaults(func=run)
@@ -63,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     config, server = connect(sys.stderr)
     session = api.Session.from_config(config.api)
     try:
-        (queue,) = resolve_queues(session, [args.queue] if args.queue else [])
+        (queue,) = resolve_queues(session, [args.queue] if args.queue else [], create=args.create_queue)
         project = api.projects.get_or_create(session, args.project)
         name = args.name or Path(script["entry_point"]).stem
         task_id = api.tasks.create(session, name, "training", project=project, script=script)

@@ -138,8 +138,9 @@ agent {
     # then gives a task that worker popped but never started back to its queue. 600 is the server's default.
     worker_registration_timeout_sec: 600
     # Ours: how long the CLI's calls to the server retry (connection errors, timeouts, 5xx) before it gives up and
-    # says why; clearml-agent retries 240 times.
-    api_retry_total_sec: 60
+    # says why: short, so an interactive start names an unreachable server in seconds (clearml-agent retries 240
+    # times); a running worker goes on retrying after each give-up, so longer outages do not end it.
+    api_retry_total_sec: 12
     worker_tags: []
     cpu_only: false
     # Ours (clearml-agent#71): pull a task only while each of the agent's GPUs (--gpus; every GPU when none is

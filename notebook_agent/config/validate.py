@@ -160,7 +160,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("agent.queue_poll_freq_sec", _positive, _SECONDS, "queue_poll_freq_sec: 0.25"),
     _Rule("agent.status_report_freq_sec", _positive, _SECONDS, "status_report_freq_sec: 30"),
     _Rule("agent.worker_registration_timeout_sec", _positive, _SECONDS, "worker_registration_timeout_sec: 600"),
-    _Rule("agent.api_retry_total_sec", _positive, _SECONDS, "api_retry_total_sec: 60"),
+    _Rule("agent.api_retry_total_sec", _positive, _SECONDS, "api_retry_total_sec: 12"),
     _Rule("agent.gpu_min_free_memory_gb", _non_negative, "a number of GiB, 0 or more", "gpu_min_free_memory_gb: 4"),
     _Rule("agent.venvs_cache.max_entries", _count, "a whole number, 0 or more", "max_entries: 10"),
     _Rule("agent.venvs_cache.free_space_threshold_gb", _number, "a number", "free_space_threshold_gb: 2.0"),

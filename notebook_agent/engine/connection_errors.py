@@ -5,38 +5,21 @@ The messages name the server (its URL masked) and the access key (masked), never
 
 from __future__ import annotations
 
-import re
-
 from notebook_agent.api import APIError
-from notebook_agent.api.errors import TransportError, UnauthorizedError
+from notebook_agent.api.errors import TransportError, UnauthorizedError, short_cause
 from notebook_agent.config import Config
 from notebook_agent.masking import mask, mask_url
 
 # How long the agent's API session retries a call before giving up (seconds); agent.api_retry_total_sec sets it.
 RETRY_KEY = "agent.api_retry_total_sec"
-DEFAULT_RETRY_SEC = 60.0
-
-# What requests/urllib3 bury in a long chain of wrapped exceptions; the first match is the cause a user can act on.
-_CAUSES = (
-    re.compile(r"\[Errno -?\d+\] ([^'\")]+)"),  # Connection refused, Name or service not known, ...
-    re.compile(r"(certificate verify failed[^'\")]*)", re.IGNORECASE),
-    re.compile(r"((?:Read|Connect)(?:ion)? timed out)", re.IGNORECASE),
-    re.compile(r"(HTTP \d{3}[^:]*)$"),
-)
+# Short enough that an interactive start with a wrong or unreachable server says so in seconds, long enough to ride
+# out a server restart; a running worker outlives longer outages anyway (its loop retries after each give-up).
+DEFAULT_RETRY_SEC = 12.0
 
 
 def retry_budget(config: Config) -> float:
     """The configured retry budget of the CLI's API calls, in seconds."""
     return float(config.get(RETRY_KEY, DEFAULT_RETRY_SEC) or DEFAULT_RETRY_SEC)
-
-
-def short_cause(cause: str) -> str:
-    """The part of a transport failure that says why (e.g. "Connection refused"), else the text as it is."""
-    for pattern in _CAUSES:
-        found = pattern.search(cause)
-        if found:
-            return found.group(1).strip().rstrip(".")
-    return cause.rsplit(": ", 1)[-1][:200]
 
 
 def explain_api_error(err: APIError, config: Config | None) -> str:

@@ -58,6 +58,19 @@ class WorkerStateChanged(Event):
 
 
 @dataclass(frozen=True)
+class WorkerListening(Event):
+    """The worker registered and listens on `queues` (names, in priority order unless `fairness`), at `server`
+    (its URL masked); `gpus` maps a queue to its GPU need with dynamic GPUs ("2", "1-4")."""
+
+    worker_id: str
+    queues: tuple[str, ...]
+    server: str
+    fairness: bool = False
+    gpus: tuple[tuple[str, str], ...] = ()
+    services_limit: int | None = None  # services mode: at most this many tasks at once (0: no limit)
+
+
+@dataclass(frozen=True)
 class TaskPulled(Event):
     task_id: str
     queue_id: str | None

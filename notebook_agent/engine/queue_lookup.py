@@ -57,7 +57,7 @@ def _not_found(session: api.Session, wanted: str) -> str:
     """The error text for a missing queue: which, where, the queues that do exist, and how to create it."""
     return (
         f"queue {wanted!r} does not exist on {mask_url(session.base_url)} ({_known(session)}); create it in the "
-        "ClearML web app (Queues), or start the agent with --create-queue (create_queue=True in a notebook)"
+        "ClearML web app (Queues), or pass --create-queue (daemon and submit; create_queue=True in a notebook)"
     )
 
 

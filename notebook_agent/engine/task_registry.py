@@ -1,9 +1,10 @@
-"""Pid files of running tasks, and reaping the task processes that a dead kernel left behind.
+"""Pid files of running tasks, and reaping the task processes that a dead kernel or daemon left behind.
 
 While a task process runs, its runner keeps `<state_dir>/running/<task_id>.json`. A task leads its own session,
 so a kernel restart (SIGKILL to the kernel's process group) kills the agent's threads but not the task: it goes on
 as an orphan that nobody watches, and the server shows it `in_progress` until its watchdog gives up hours later.
-The next `%load_ext notebook_agent` or `Agent.start()` calls `reap()`: for every file whose owner (the process
+The same holds for a `notebook-agent daemon` killed with SIGKILL. The next `%load_ext notebook_agent`,
+`Agent.start()` or `notebook-agent daemon` calls `reap()`: for every file whose owner (the process
 that ran the agent) is dead, it ends the task's session, tells the server the task was stopped, and removes the
 file. Pids are checked together with their start time, so a pid reused by an unrelated process is never signalled.
 
@@ -20,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -50,8 +52,22 @@ TIME_SLACK_SEC = 1.0  # create/boot times read at different moments may differ b
 # The task's status on the server. clearml-agent reports `stopped` when its own run is cut short (Ctrl-C:
 # handle_user_abort) and the server's non-responsive watchdog forces `stopped` on a task whose agent vanished;
 # `failed` is kept for an exit code seen, which nobody saw here. So both cases are `stopped`; the reason differs.
-STOPPED_REASON = "notebook kernel restarted while the task ran; its process was stopped"
-GONE_REASON = "notebook kernel restarted while the task ran; the task process was gone"
+# Who ran the agent that left a task (TaskRecord.owner): said in the reason, since a CLI daemon is no kernel.
+KERNEL_OWNER = "notebook kernel"
+AGENT_OWNER = "agent process"
+
+
+def leftover_reason(owner: str, process: str) -> str:
+    """The status reason of a task whose agent ended while it ran: `owner` as recorded, `process` "stopped" (the
+    reaper ended it) or "gone" (it had ended by itself)."""
+    what = "its process was stopped" if process == "stopped" else "the task process was gone"
+    return f"the {owner} that ran the task ended (killed or restarted) while the task ran; {what}"
+
+
+def owner_kind() -> str:
+    """What runs this agent, for the records it writes: an IPython kernel, or another process (a CLI daemon)."""
+    return KERNEL_OWNER if "ipykernel" in sys.modules else AGENT_OWNER
+
 
 _REAP_LOCK = threading.Lock()  # `%load_ext` and `Agent.start()` may both reap; one at a time, so each file once
 
@@ -74,6 +90,7 @@ class TaskRecord:
     boot_time: float  # after a reboot every recorded process is gone
     started_at: float  # wall clock, when the task process started
     stopped_at: float | None = None  # a reaper ended the process but could not tell the server yet
+    owner: str = KERNEL_OWNER  # KERNEL_OWNER or AGENT_OWNER (records written before this field: kernels')
     schema: int = SCHEMA
 
     @classmethod
@@ -93,6 +110,7 @@ class TaskRecord:
             host=socket.gethostname(),
             boot_time=psutil.boot_time(),
             started_at=time.time(),
+            owner=owner_kind(),
         )
 
     @classmethod
@@ -112,6 +130,7 @@ class Reaped:
     process: str  # "stopped" (we ended it), "gone" (it had ended already) or "unreadable" (a broken file)
     server: str  # "stopped" when the task was marked, else what kept us from it
     kept: bool = False  # the file stays, so that the next load tries the server again
+    owner: str = AGENT_OWNER  # what ran the agent that left the task (TaskRecord.owner)
 
     def message(self) -> str:
         """One line for `Agent.messages` and the panel."""
@@ -119,8 +138,11 @@ class Reaped:
             self.process, "its pid file was unreadable and was removed"
         )
         server = "marked stopped on the server" if self.server == "stopped" else self.server
-        retry = "; kept for the next %load_ext" if self.kept else ""
-        return f"task {self.task_id} (worker {self.worker_id or '?'}) outlived its kernel: {process}; {server}{retry}"
+        retry = "; kept for the next start of an agent" if self.kept else ""
+        return (
+            f"task {self.task_id} (worker {self.worker_id or '?'}) outlived the {self.owner} that ran it: {process}; "
+            f"{server}{retry}"
+        )
 
 
 # the pid files ----------------------------------------------------------------------------------------------------
@@ -330,11 +352,11 @@ def _deliver_statuses(state_dir: Path, session_for: SessionFor) -> list[final_st
 
 def _reap_one(path: Path, state_dir: Path, record: TaskRecord, session_for: SessionFor, grace: float) -> Reaped:
     if record.stopped_at is None and group_alive(record):
-        logger.info("task %s outlived its kernel; stopping its process group %s", record.task_id, record.pgid)
+        logger.info("task %s outlived its %s; stopping its process group %s", record.task_id, record.owner, record.pgid)
         terminate_group(record, grace)
         record = replace(record, stopped_at=time.time())
     process = "stopped" if record.stopped_at is not None else "gone"
-    reason = STOPPED_REASON if process == "stopped" else GONE_REASON
+    reason = leftover_reason(record.owner, process)
     session = session_for(record.api_server)
     if session is None:
         outcome, keep = f"no credentials for its server {mask_url(record.api_server)}", True
@@ -352,7 +374,7 @@ def _reap_one(path: Path, state_dir: Path, record: TaskRecord, session_for: Sess
         write(state_dir, record)  # with stopped_at, so the next try gives the right reason
     else:
         path.unlink(missing_ok=True)
-    return Reaped(record.task_id, record.worker_id, record.pid, process, outcome, keep)
+    return Reaped(record.task_id, record.worker_id, record.pid, process, outcome, keep, record.owner)
 
 
 def _mark(session: api.Session, record: TaskRecord, reason: str) -> str:

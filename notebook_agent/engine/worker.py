@@ -16,7 +16,7 @@ from notebook_agent.api import APIError, TransportError
 from notebook_agent.config import Config
 from notebook_agent.engine.build_config import build_settings, strings
 from notebook_agent.engine.docker import docker_settings
-from notebook_agent.engine.events import EventBus, TaskPulled, WorkerState, WorkerStateChanged
+from notebook_agent.engine.events import EventBus, TaskPulled, WorkerListening, WorkerState, WorkerStateChanged
 from notebook_agent.engine.gpu_allocator import GpuAllocator
 from notebook_agent.engine.gpus import ALL, QueueNeed, gib_to_mib, gpus_have_free_memory, nvml_gpu_ids, parse_gpus
 from notebook_agent.engine.log_spool import DEFAULT_MAX_BYTES
@@ -30,6 +30,7 @@ from notebook_agent.engine.slots import RunningSlot, SlotsSnapshot, TaskSlots
 from notebook_agent.engine.stats_reporter import StatsReporter
 from notebook_agent.engine.worker_id import lease_worker_id
 from notebook_agent.environment.cache import VenvCache
+from notebook_agent.masking import mask_url
 from notebook_agent.monitor.nvml import GpuMonitor
 
 logger = logging.getLogger(__name__)
@@ -229,6 +230,7 @@ class Worker:
             self._register()
             registered = True
             self._publish_services_limit()
+            self._publish_listening()
             self._long_poll = bool(self.session.claim(api.queues.LONG_POLL_CLAIM)) and not self.options.stop_when_idle
             self._make_slots()
             self._gate = self._make_gate(schedule)
@@ -512,6 +514,24 @@ class Worker:
             api.workers.set_runtime_properties(self.session, self.worker_id, [prop])
         except APIError as err:
             logger.info("services mode limit not stored as a runtime property: %s", err)
+
+    def _publish_listening(self) -> None:
+        needs = self.options.queue_gpus or {}
+        gpus = []
+        for given, ref in zip(self.options.queues, self.queues, strict=False):
+            if given in needs:
+                low, high = needs[given]
+                gpus.append((ref.name or ref.id, f"{low}" if low == high else f"{low}-{high}"))
+        self.bus.publish(
+            WorkerListening(
+                self.worker_id,
+                tuple(q.name or q.id for q in self.queues),
+                mask_url(self.session.base_url),
+                fairness=self.options.order_fairness,
+                gpus=tuple(gpus),
+                services_limit=self.options.services_mode,
+            )
+        )
 
     def _set_state(self, state: WorkerState, detail: str = "") -> None:
         if state is self.state and detail == self.state_detail:

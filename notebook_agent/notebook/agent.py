@@ -338,7 +338,7 @@ class Agent:
             lines.append("recent: " + "; ".join(_task_line(t) for t in finished))
         if snap.error:
             lines.append(f"error: {snap.error}")
-        lines.extend(f"note: {m}" for m in self.messages if "outlived its kernel" in m)
+        lines.extend(f"note: {m}" for m in self.messages if " outlived the " in m)
         return "\n".join(lines)
 
     def logs(self, task_id: str | None = None, lines: int = 50) -> str:

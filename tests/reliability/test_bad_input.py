@@ -10,6 +10,7 @@ stops the CLI with the file/line/key, the masked key or URL, or the queues that 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -408,3 +409,57 @@ def test_no_queue_and_no_default_queue_says_to_name_one(cli_env: dict[str, str],
     assert done.returncode == 2
     assert "no queue given, and http://127.0.0.1:" in done.stderr, done.stderr
     assert "has no default queue (known queues: gpu-queue); name the queues to listen to: --queue NAME" in done.stderr
+
+
+def test_with_the_default_budget_an_unreachable_server_is_one_warning_and_one_error_in_seconds(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    conf = tmp_path / "empty.conf"
+    conf.write_text("agent { }\n")  # agent.api_retry_total_sec at its default
+    port = closed_port()
+    env = {**cli_env, "CLEARML_CONFIG_FILE": str(conf), "CLEARML_API_HOST": f"http://127.0.0.1:{port}"}
+    done, took = cli(env, "daemon", "--queue", "default")
+    assert done.returncode == 2, done.stderr
+    assert took < 20  # the 12 s default, the last attempt and the start-up: an interactive start, not a minute
+    assert "gave up after 12 s of retries; agent.api_retry_total_sec sets how long" in done.stderr
+    retries = [line for line in done.stderr.splitlines() if "retrying" in line]
+    assert retries == ["notebook-agent: auth.login failed (Connection refused); retrying for up to 12 s"], done.stderr
+    assert "urllib3" not in done.stderr and "HTTPConnectionPool" not in done.stderr
+
+
+def test_submit_to_an_unknown_queue_points_to_its_own_create_queue_flag(cli_env: dict[str, str], tmp_path, raw) -> None:
+    script = tmp_path / "job.py"
+    script.write_text("print('hi')\n")
+    done, _ = cli(cli_env, "submit", "--script", str(script), "--queue", "made-by-submit")
+    assert done.returncode == 2
+    assert "queue 'made-by-submit' does not exist" in done.stderr and "pass --create-queue" in done.stderr
+    done, _ = cli(cli_env, "submit", "--script", str(script), "--queue", "made-by-submit", "--create-queue")
+    assert done.returncode == 0, done.stderr
+    (task,) = raw.ok("tasks.get_all", {"id": [done.stdout.strip()]})["tasks"]
+    queue = raw.ok("queues.get_all", {"name": "^made-by-submit$"})["queues"][0]
+    assert [e["task"] for e in queue["entries"]] == [task["id"]]
+
+
+def test_the_daemon_names_its_worker_queues_and_server_at_start(cli_env: dict[str, str], raw, server) -> None:
+    raw.ok("queues.create", {"name": "high"})
+    raw.ok("queues.create", {"name": "low"})
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "notebook_agent", "daemon", "--queue", "high", "low", "--cpu-only"],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert agent.stdout is not None
+        deadline = time.monotonic() + 60
+        line = ""
+        while time.monotonic() < deadline and " listening on " not in line:
+            line = agent.stdout.readline()
+            assert line or agent.poll() is None, "the daemon ended before it listened"
+        assert line.strip().endswith(f"listening on queues high, low (in priority order) at {server.url}"), line
+        assert line.startswith("worker ") and ":cpu:" in line, line
+    finally:
+        agent.send_signal(signal.SIGINT)
+        agent.wait(60)

@@ -19,7 +19,7 @@ import notebook_agent
 from notebook_agent.config import load_config
 from notebook_agent.engine import task_registry
 from notebook_agent.engine.log_spool import spool_path
-from notebook_agent.engine.task_registry import STOPPED_REASON
+from notebook_agent.engine.task_registry import AGENT_OWNER, leftover_reason
 from tests.reliability.harness import Fault, FaultProxy, any_alive, task_log_lines, task_status, wait_until
 
 REPO_ROOT = str(Path(notebook_agent.__file__).resolve().parents[1])  # the agent, importable from anywhere
@@ -132,7 +132,7 @@ def test_the_next_load_reaps_a_task_whose_kernel_was_killed(server, raw, proxy, 
     assert [(r.task_id, r.process, r.server) for r in reaped] == [(task_id, "stopped", "stopped")]
     assert not any_alive(pids)
     task = raw.ok("tasks.get_by_id", {"task": task_id})["task"]
-    assert (task["status"], task["status_reason"]) == ("stopped", STOPPED_REASON)
+    assert (task["status"], task["status_reason"]) == ("stopped", leftover_reason(AGENT_OWNER, "stopped"))
     lines = task_log_lines(raw, task_id)
     assert [line for line in lines if line.startswith(("PIDS", "shipped"))] == [
         next(line for line in lines if line.startswith("PIDS")),
@@ -146,7 +146,7 @@ def test_lines_spooled_while_the_server_was_away_arrive_once_after_the_reap(serv
     _reap(server, tmp_path, state_dir, proxy)
     assert not any_alive(pids)
     task = raw.ok("tasks.get_by_id", {"task": task_id})["task"]
-    assert (task["status"], task["status_reason"]) == ("stopped", STOPPED_REASON)
+    assert (task["status"], task["status_reason"]) == ("stopped", leftover_reason(AGENT_OWNER, "stopped"))
     lines = [line for line in task_log_lines(raw, task_id) if line.startswith(("shipped", "spooled"))]
     assert lines == [*(f"shipped {i}" for i in range(5)), *(f"spooled {i}" for i in range(5))]
     assert not spool_path(state_dir, task_id).exists()

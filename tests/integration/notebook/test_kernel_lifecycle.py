@@ -23,7 +23,7 @@ from jupyter_client import KernelManager
 
 from notebook_agent.config import ConfigError, load_config
 from notebook_agent.engine import task_registry
-from notebook_agent.engine.task_registry import STOPPED_REASON
+from notebook_agent.engine.task_registry import KERNEL_OWNER, leftover_reason
 from notebook_agent.notebook.agent import SHUTDOWN_REASON, Agent
 
 pytestmark = [
@@ -237,7 +237,7 @@ def test_a_restarted_kernel_reaps_the_task_the_old_one_left(kernel, raw, state_d
     assert time.monotonic() - started < 10  # reaping runs in the background
 
     doc = wait_for(lambda: (doc := task_doc(raw, task_id))["status"] == "stopped" and doc, 30, "the task stopped")
-    assert doc["status_reason"] == STOPPED_REASON
+    assert doc["status_reason"] == leftover_reason(KERNEL_OWNER, "stopped")
     wait_for(lambda: not alive(record.pid), 10, "the orphan gone")
     assert not task_registry.pid_file(state_dir, task_id).exists()
     messages = kernel.run("import notebook_agent; print(*notebook_agent.notebook.extension.agent().messages)")

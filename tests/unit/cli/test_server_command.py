@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -64,3 +65,41 @@ def test_a_broken_clearml_conf_is_a_clear_error(tmp_path):
     assert done.returncode == 2
     assert str(conf) in done.stderr and "line" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_port_in_use_is_named_with_a_free_one_to_pass(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "notebook_agent", "server", "--data-dir", str(tmp_path / "d"), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr, done.stderr
+    suggested = int(done.stderr.split("pass --port ", 1)[1].split(",", 1)[0])
+    assert suggested != port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", suggested))  # it was free when suggested, and still is
+
+
+def test_help_is_for_users_with_examples():
+    main = subprocess.run(
+        [sys.executable, "-m", "notebook_agent", "--help"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert "Entry point of" not in main and "parses arguments" not in main
+    assert "ClearML-compatible execution agent" in main and "examples:" in main
+    for command in ("daemon", "execute", "build", "submit", "server", "demo"):
+        assert f"\n    {command} " in main, command
+        text = subprocess.run(
+            [sys.executable, "-m", "notebook_agent", command, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        description = text.split("\n\n", 2)[1]  # after the usage block
+        assert not description.startswith("options:") and len(description) > 60, (command, text)

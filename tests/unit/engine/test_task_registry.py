@@ -24,7 +24,14 @@ import pytest
 from notebook_agent import api
 from notebook_agent.config import load_config
 from notebook_agent.engine import task_registry
-from notebook_agent.engine.task_registry import GONE_REASON, STOPPED_REASON, TaskRecord
+from notebook_agent.engine.task_registry import (
+    AGENT_OWNER,
+    KERNEL_OWNER,
+    Reaped,
+    TaskRecord,
+    leftover_reason,
+    owner_kind,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups and sessions")
 
@@ -146,7 +153,7 @@ class TestReap:
         assert (reaped.task_id, reaped.process, reaped.server, reaped.kept) == (task_id, "stopped", "stopped", False)
         assert task_id in reaped.message() and "was stopped" in reaped.message()
         doc = task_doc(raw, task_id)
-        assert doc["status"] == "stopped" and doc["status_reason"] == STOPPED_REASON
+        assert doc["status"] == "stopped" and doc["status_reason"] == leftover_reason(owner_kind(), "stopped")
         assert doc["status_message"] == f"Changed by notebook-agent {WORKER}"
         assert not task_registry.pid_file(tmp_path, task_id).exists()
 
@@ -163,7 +170,7 @@ class TestReap:
 
         assert (reaped.process, reaped.server) == ("gone", "stopped")
         doc = task_doc(raw, task_id)
-        assert doc["status"] == "stopped" and doc["status_reason"] == GONE_REASON
+        assert doc["status"] == "stopped" and doc["status_reason"] == leftover_reason(owner_kind(), "gone")
 
     def test_entries_of_a_live_owner_are_left_alone(self, server, raw, sessions, tmp_path, spawn) -> None:
         task = spawn(["sleep", "60"])
@@ -198,7 +205,9 @@ class TestReap:
         (second,) = task_registry.reap(tmp_path, sessions)  # the next load reaches the server
 
         assert (second.process, second.server, second.kept) == ("stopped", "stopped", False)
-        assert task_doc(raw, task_id)["status_reason"] == STOPPED_REASON  # it was stopped, not found gone
+        assert task_doc(raw, task_id)["status_reason"] == leftover_reason(
+            owner_kind(), "stopped"
+        )  # it was stopped, not found gone
         assert not task_registry.pid_file(tmp_path, task_id).exists()
 
     def test_without_credentials_for_its_server_the_file_is_kept(self, server, raw, tmp_path, spawn, dead_owner):
@@ -222,7 +231,7 @@ class TestReap:
 
         assert task.poll() is None  # still running
         assert (reaped.process, reaped.server) == ("gone", "stopped")
-        assert task_doc(raw, task_id)["status_reason"] == GONE_REASON
+        assert task_doc(raw, task_id)["status_reason"] == leftover_reason(owner_kind(), "gone")
 
     def test_a_reused_owner_pid_counts_as_dead(self, server, raw, sessions, tmp_path, spawn) -> None:
         task = spawn(["sleep", "60"])
@@ -365,3 +374,20 @@ class TestLeftoverDelivery:
         assert "another:worker:1 runs the task now" in dropped.outcome and not dropped.kept
         assert task_doc(raw, task_id)["status"] == "in_progress"
         assert list((tmp_path / "final").iterdir()) == []
+
+
+def test_leftovers_name_what_left_them() -> None:
+    daemon = Reaped("t" * 32, "host:cpu:0", 123, "stopped", "stopped", owner=AGENT_OWNER)
+    assert "outlived the agent process that ran it: its process 123 was stopped" in daemon.message()
+    assert "kernel" not in daemon.message() and "%load_ext" not in daemon.message()
+    assert "kernel" not in leftover_reason(AGENT_OWNER, "stopped")
+    kernel = Reaped("t" * 32, "host:0", 123, "gone", "stopped", owner=KERNEL_OWNER)
+    assert "outlived the notebook kernel that ran it: its process 123 was gone" in kernel.message()
+    # A CLI daemon imports no ipykernel: its records say so. Records written before the field were kernels'.
+    probe = "from notebook_agent.engine.task_registry import owner_kind; print(owner_kind())"
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == AGENT_OWNER
+    fields = {"task_id": "t", "worker_id": "w", "api_server": "http://x", "pid": 1, "pgid": 1, "sid": 1}
+    times = {"create_time": 1.0, "owner_pid": 2, "owner_create_time": 1.0, "boot_time": 1.0, "started_at": 1.0}
+    old = {**fields, **times, "host": "h", "schema": 1}
+    assert TaskRecord.from_json(json.dumps(old)).owner == KERNEL_OWNER
