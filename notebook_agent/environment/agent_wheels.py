@@ -173,12 +173,15 @@ class AgentPackagesFirst:
 def _visible_fits(python: Path, requirements: str, env: Mapping[str, str]) -> str:
     """`name version, ...` when the venv's interpreter already sees an installed version of every agent package
     the requirements name that fits them; "" otherwise."""
+    agent_names = {canonicalize_name(n) for n in AGENT_PACKAGES}
     wanted: dict[str, Requirement] = {}
     for line in requirements.splitlines():
         with contextlib.suppress(InvalidRequirement):
             req = Requirement(line.split(" #", 1)[0].strip())
-            if canonicalize_name(req.name) in {canonicalize_name(n) for n in AGENT_PACKAGES}:
+            if canonicalize_name(req.name) in agent_names:
                 wanted[req.name] = req
+    if not wanted:
+        return ""
     code = (
         "import importlib.metadata as m, json, sys\n"
         "found = {}\n"
@@ -199,7 +202,7 @@ def _visible_fits(python: Path, requirements: str, env: Mapping[str, str]) -> st
         found = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return ""
-    if not wanted or any(
+    if any(
         name not in found or not req.specifier.contains(found[name], prereleases=True) for name, req in wanted.items()
     ):
         return ""
