@@ -190,9 +190,11 @@ def test_a_lock_out_of_date_fails_with_one_readable_line(
     manager = UvSyncManager(offline_env, ListReporter(), "python3", project)
     with pytest.raises(EnvironmentSetupError) as failed:
         manager.install(shared_venv, "", cwd=project)
-    assert failed.value.reason == (
-        "uv sync failed: The lockfile at `uv.lock` needs to be updated, but `--locked` was provided."
-    )
+    # uv 0.13.10 adds its cause ("Requirements for `demo==0.1` differ; ..."), which goes on the same line.
+    reason = failed.value.reason
+    expected = "uv sync failed: The lockfile at `uv.lock` needs to be updated, but `--locked` was provided."
+    assert reason.startswith(expected), reason
+    assert "\n" not in reason
     assert "uv lock" in failed.value.detail
 
 
