@@ -28,6 +28,7 @@ RETRY_EXCEPTIONS = (requests.ConnectionError, requests.Timeout, requests.excepti
 AMBIGUOUS_STATUSES = frozenset({502, 503, 504})
 BACKOFF_START = 0.2
 BACKOFF_CAP = 5.0
+CONNECT_FLOOR_SEC = 3.0  # the shortest connect timeout: a far server on a slow link still connects within it
 IDEMPOTENCY_HEADER = "Idempotency-Key"  # the IETF httpapi draft's name; see server/idempotency.py
 REFRESH_MARGIN = 60.0  # seconds before `exp` at which the token is renewed, like the real clients
 DEFAULT_API_VERSION = "2.1"  # what the agent assumes when the token carries no api_version claim
@@ -66,7 +67,8 @@ class Session:
     """A ClearML API session. Thread-safe enough for one agent: logins are serialized by a lock.
 
     Retries: connection errors, timeouts and HTTP 429/502/503/504/509 are retried with exponential backoff
-    until `retry_total_seconds` have passed (a last attempt may add up to `timeout`). Like the real SDK this
+    until `retry_total_seconds` have passed (a last attempt may add up to `timeout` once connected; a connect
+    waits at most what is left of the budget, or CONNECT_FLOOR_SEC). Like the real SDK this
     also re-sends calls that are not idempotent (e.g. `queues.get_next_task`) after a read timeout or a 5xx
     from a proxy, when the server may already have acted on the first one.
     """
@@ -278,6 +280,9 @@ class Session:
         while True:
             status: int | None = None
             maybe_delivered = True
+            # An address that never answers the connect (a wrong host, a firewall) gets no more than the budget left,
+            # so it is reported within the budget; the read timeout stays whole (a long poll waits on purpose).
+            connect_timeout = min(self.timeout, max(deadline - self._clock(), CONNECT_FLOOR_SEC))
             try:
                 # POST with a JSON body: the server ignores the method, and POST bodies survive proxies.
                 response = self._http.post(
@@ -286,7 +291,7 @@ class Session:
                     headers=headers,
                     # Always pass auth: it keeps requests from adding ~/.netrc credentials over our header.
                     auth=auth if auth is not None else _Bearer(self._token),
-                    timeout=self.timeout,
+                    timeout=(connect_timeout, self.timeout),
                     verify=self.verify,
                 )
             except RETRY_EXCEPTIONS as exc:

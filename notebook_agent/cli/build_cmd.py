@@ -15,11 +15,13 @@ from pathlib import Path
 
 from notebook_agent import api
 from notebook_agent.api import APIError
+from notebook_agent.api.errors import TransportError, UnauthorizedError
 from notebook_agent.cli.common import connect
 from notebook_agent.cli.docker_args import add_docker_arguments
 from notebook_agent.config import Config, load_config
 from notebook_agent.engine import docker_launch, in_container
 from notebook_agent.engine.build_config import build_settings
+from notebook_agent.engine.connection_errors import explain_api_error, retry_budget
 from notebook_agent.engine.docker import docker_settings
 from notebook_agent.engine.worker_id import standalone_worker_id
 from notebook_agent.environment import EnvironmentSetupError, prepare
@@ -81,10 +83,13 @@ def run(args: argparse.Namespace) -> int:
     if args.in_image:
         return in_container.build_here(load_config(), args.task_id, env=os.environ, out=sys.stdout)
     config, server = connect(sys.stderr)
-    session = api.Session.from_config(config.api)
+    session = api.Session.from_config(config.api, retry_total_seconds=retry_budget(config))
     try:
         try:
             task = api.tasks.get_by_id(session, args.task_id)
+        except (TransportError, UnauthorizedError) as err:  # an unreachable server, wrong keys: which, and the fix
+            print(f"notebook-agent build: {explain_api_error(err, config)}", file=sys.stderr)
+            return 2
         except APIError as err:
             print(f"notebook-agent build: {err}", file=sys.stderr)
             return 2

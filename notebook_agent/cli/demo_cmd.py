@@ -9,6 +9,7 @@ from pathlib import Path
 
 from notebook_agent import api
 from notebook_agent.cli.common import ConsolePrinter, connect
+from notebook_agent.engine.connection_errors import retry_budget
 from notebook_agent.engine.events import EventBus, TaskPhase
 from notebook_agent.engine.queue_lookup import resolve_queues
 from notebook_agent.engine.worker import Worker, WorkerOptions
@@ -36,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config, server = connect(sys.stdout, force_embedded=True)
-    session = api.Session.from_config(config.api)
+    session = api.Session.from_config(config.api, retry_total_seconds=retry_budget(config))
     bus = EventBus()
     printer = ConsolePrinter(bus)
     try:

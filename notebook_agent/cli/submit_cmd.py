@@ -8,7 +8,9 @@ from pathlib import Path
 
 from notebook_agent import api
 from notebook_agent.api import APIError
+from notebook_agent.api.errors import TransportError, UnauthorizedError
 from notebook_agent.cli.common import connect
+from notebook_agent.engine.connection_errors import explain_api_error, retry_budget
 from notebook_agent.engine.queue_lookup import QueueNotFoundError, resolve_queues
 from notebook_agent.environment.interpreter import sdk_binary
 
@@ -75,14 +77,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"notebook-agent submit: {err}", file=sys.stderr)
         return 2
     config, server = connect(sys.stderr)
-    session = api.Session.from_config(config.api)
+    session = api.Session.from_config(config.api, retry_total_seconds=retry_budget(config))
     try:
         (queue,) = resolve_queues(session, [args.queue] if args.queue else [], create=args.create_queue)
         project = api.projects.get_or_create(session, args.project)
         name = args.name or Path(script["entry_point"]).stem
         task_id = api.tasks.create(session, name, "training", project=project, script=script)
         api.tasks.enqueue(session, task_id, queue=queue.id)
-    except (APIError, QueueNotFoundError) as err:
+    except QueueNotFoundError as err:
+        print(f"notebook-agent submit: {err}", file=sys.stderr)
+        return 2
+    except (TransportError, UnauthorizedError) as err:  # an unreachable server, wrong keys: which, and the fix
+        print(f"notebook-agent submit: {explain_api_error(err, config)}", file=sys.stderr)
+        return 2
+    except APIError as err:
         print(f"notebook-agent submit: {err}", file=sys.stderr)
         return 2
     finally:

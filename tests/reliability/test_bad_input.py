@@ -411,16 +411,22 @@ def test_no_queue_and_no_default_queue_says_to_name_one(cli_env: dict[str, str],
     assert "has no default queue (known queues: gpu-queue); name the queues to listen to: --queue NAME" in done.stderr
 
 
+@pytest.mark.parametrize(
+    "command", [("daemon", "--queue", "default"), ("submit", "--script", "job.py")], ids=["daemon", "submit"]
+)
 def test_with_the_default_budget_an_unreachable_server_is_one_warning_and_one_error_in_seconds(
-    cli_env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path, command: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     conf = tmp_path / "empty.conf"
     conf.write_text("agent { }\n")  # agent.api_retry_total_sec at its default
+    (tmp_path / "job.py").write_text("print('hi')\n")
+    monkeypatch.chdir(tmp_path)
     port = closed_port()
     env = {**cli_env, "CLEARML_CONFIG_FILE": str(conf), "CLEARML_API_HOST": f"http://127.0.0.1:{port}"}
-    done, took = cli(env, "daemon", "--queue", "default")
+    done, took = cli(env, *command)
     assert done.returncode == 2, done.stderr
     assert took < 20  # the 12 s default, the last attempt and the start-up: an interactive start, not a minute
+    assert f"notebook-agent {command[0]}: cannot reach the ClearML server at http://127.0.0.1:{port}" in done.stderr
     assert "gave up after 12 s of retries; agent.api_retry_total_sec sets how long" in done.stderr
     retries = [line for line in done.stderr.splitlines() if "retrying" in line]
     assert retries == ["notebook-agent: auth.login failed (Connection refused); retrying for up to 12 s"], done.stderr

@@ -9,6 +9,7 @@ import socket
 from types import SimpleNamespace
 
 import pytest
+import requests
 
 from notebook_agent.api import (
     APIError,
@@ -324,3 +325,33 @@ def test_a_read_timeout_may_have_been_delivered(clock: FakeClock) -> None:
         with pytest.raises(TransportError) as info:
             session.send("events.add_batch", lines=[{"task": "t"}], retry_seconds=0)
     assert info.value.maybe_delivered and "ReadTimeout" in info.value.cause
+
+
+def test_an_outage_is_one_warning_per_call_and_connects_wait_no_longer_than_the_budget(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    timeouts: list[object] = []
+
+    class Refusing:
+        def post(self, url, **kw):
+            timeouts.append(kw["timeout"])
+            raise requests.ConnectionError("[Errno 111] Connection refused")
+
+    session = Session(
+        "http://127.0.0.1:9",
+        None,
+        None,
+        auth_token="tok",
+        clock=clock,
+        sleep=clock.sleep,
+        retry_total_seconds=12,
+        timeout=30,
+        http=Refusing(),  # type: ignore[arg-type]
+    )
+    with caplog.at_level(logging.DEBUG, logger="notebook_agent.api.session"), pytest.raises(TransportError):
+        session.send("tasks.ping", {"task": "t"})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["tasks.ping failed (Connection refused); retrying for up to 12 s"]
+    assert len(timeouts) > 3  # every attempt was made, each one logged at debug level only
+    assert timeouts[0] == (12, 30)  # the connect waits at most the budget; the read keeps the whole timeout
+    assert all(connect >= 3.0 for connect, _ in timeouts)  # never below the floor, even at the budget's end
