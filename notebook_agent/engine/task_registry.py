@@ -130,7 +130,7 @@ class Reaped:
     process: str  # "stopped" (we ended it), "gone" (it had ended already) or "unreadable" (a broken file)
     server: str  # "stopped" when the task was marked, else what kept us from it
     kept: bool = False  # the file stays, so that the next load tries the server again
-    owner: str = AGENT_OWNER  # what ran the agent that left the task (TaskRecord.owner)
+    owner: str = "agent"  # what ran the agent that left the task (TaskRecord.owner); unknown for a broken file
 
     def message(self) -> str:
         """One line for `Agent.messages` and the panel."""
