@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         task_id = args.task_id
         try:
             if args.clone:
-                task_id = api.tasks.clone(session, task_id)
+                name = str(api.tasks.get_by_id(session, task_id).get("name") or task_id)
+                task_id = api.tasks.clone(session, task_id, f"Clone of {name}")  # clearml-agent's name for it
                 print(f"cloned {args.task_id} as {task_id}", flush=True)
             status, _ = api.tasks.get_status(session, task_id)
             if status == "queued":

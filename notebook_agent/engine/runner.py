@@ -31,6 +31,7 @@ from notebook_agent.engine.process import TaskProcess
 from notebook_agent.engine.task_env import task_environment, write_task_config
 from notebook_agent.environment import BuildSettings, EnvironmentSetupError, PreparedEnvironment, prepare
 from notebook_agent.environment.commands import run as run_command
+from notebook_agent.environment.requirements import recordable
 
 logger = logging.getLogger(__name__)
 
@@ -453,6 +454,7 @@ class TaskRunner:
 
     def _set_requirements(self, task: dict, frozen: list[str]) -> None:
         requirements = dict((task.get("script") or {}).get("requirements") or {})
+        frozen = recordable(frozen)
         if not frozen:
             return
         if "pip" in requirements and "org_pip" not in requirements:

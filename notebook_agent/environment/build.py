@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -26,6 +25,7 @@ from notebook_agent.environment.progress import BuildProgress
 from notebook_agent.environment.reporter import BuildReporter
 from notebook_agent.environment.script import inside, is_literal_script, write_script
 from notebook_agent.environment.selection import select_manager
+from notebook_agent.environment.standalone import is_absolute, split_entry, without_repository
 from notebook_agent.masking import mask_url
 
 logger = logging.getLogger(__name__)
@@ -191,16 +191,14 @@ def _prepare(
             # A notebook inside a repository: its converted source travels in script.diff. Like clearml-agent,
             # write it at the entry point unless the repository already has that file.
             write_script(cwd, entry_point, diff)
+        entry_argv = _entry_argv(code_dir, cwd, entry_point, working_dir)
     else:
         reporter.step("diff", 0.15)
-        if working_dir != ".":
-            # As clearml-agent: without a repository there is no folder to name; the script's own dir is used.
-            logger.warning("ignoring script.working_dir %r of a task without repository", working_dir)
         code_dir.mkdir(parents=True)
-        cwd, entry_point = _write_literal(code_dir, entry_point, diff)
-    entry_argv = _entry_argv(code_dir, cwd, entry_point, working_dir, has_source=bool(repository))
+        entry = without_repository(code_dir, entry_point, working_dir, diff, reporter)
+        cwd, entry_argv = entry.cwd, entry.argv
 
-    entry_dir = (cwd / entry_point.split()[0]).parent if not entry_point.startswith("-m ") else cwd
+    entry_dir = cwd if entry_argv[0] == "-m" else (cwd / entry_argv[0]).parent
     manager, requirements = select_manager(
         settings, env, reporter, script=script, repo_root=code_dir if repository else None, cwd=cwd, entry_dir=entry_dir
     )
@@ -300,39 +298,18 @@ def _working_dir(code_dir: Path, working_dir: str) -> Path:
     return cwd
 
 
-def _write_literal(code_dir: Path, entry_point: str, source: str) -> tuple[Path, str]:
-    """Write a repository-less task's source; returns (cwd, entry point relative to it)."""
-    if not is_literal_script(source):
-        return code_dir, entry_point  # nothing to write; _entry_argv reports the missing file
+def _entry_argv(root: Path, cwd: Path, entry_point: str, working_dir: str) -> list[str]:
+    """A repository task's interpreter arguments after `-u`: `[entry.py]` or `["-m", module]` (plus any inline
+    arguments). The file must exist under `cwd` and stay inside the checkout `root` (`../tools/run.py` from `src`
+    is fine)."""
     if entry_point.startswith("-m "):
-        # `-m pkg.mod` without a repository: the source is that module, run from the code root.
-        module = entry_point[3:].strip().split()[0]
-        write_script(code_dir, module.replace(".", "/") + ".py", source)
-        return code_dir, entry_point
-    path = write_script(code_dir, entry_point, source)
-    return path.parent, path.name
-
-
-def _entry_argv(root: Path, cwd: Path, entry_point: str, working_dir: str, *, has_source: bool) -> list[str]:
-    """The interpreter arguments after `-u`: `[entry.py]` or `["-m", module]` (plus any inline arguments).
-
-    The file must exist under `cwd` and stay inside the code `root` (`../tools/run.py` from `src` is fine)."""
-    if entry_point.startswith("-m "):
-        return ["-m", *_split(entry_point[3:])]
-    if (cwd / entry_point).is_file():
-        inside(root, str((cwd / entry_point).relative_to(root)), "entry point")
-        return [entry_point]
+        return ["-m", *split_entry(entry_point[3:])]
+    parts = split_entry(entry_point)
     # "train.py --epochs 3": clearml-agent also accepts arguments written into the entry point.
-    parts = _split(entry_point)
-    if len(parts) > 1 and (cwd / parts[0]).is_file():
-        inside(root, str((cwd / parts[0]).relative_to(root)), "entry point")
-        return parts
-    where = f" in working dir {working_dir}" if has_source else ": the task has no repository and no script source"
-    raise EnvironmentSetupError(f"entry point not found: {entry_point}{where}")
-
-
-def _split(text: str) -> list[str]:
-    try:
-        return shlex.split(text)
-    except ValueError:  # unbalanced quotes: take it as one name
-        return [text.strip()]
+    for name, args in ((entry_point, []), (parts[0], parts[1:])):
+        if is_absolute(name):
+            raise EnvironmentSetupError(f"entry point must be a path inside the repository, not {name}")
+        if (cwd / name).is_file():
+            inside(root, os.path.relpath(cwd / name, root), "entry point")
+            return [name, *args]
+    raise EnvironmentSetupError(f"entry point not found: {entry_point} in working dir {working_dir}")

@@ -34,6 +34,13 @@ def task_requirements(script: Mapping[str, Any], repo_root: Path | None, entry_d
     return "".join(parts)
 
 
+def recordable(frozen: list[str]) -> list[str]:
+    """The frozen list as a task's requirements record: without the lines that name files of this machine (editable
+    installs such as the agent's own `-e /src/...` seen through system site packages, `pkg @ file://...`). A clone
+    runs its record as requirements; those lines would rebuild local checkouts or fail where the files are not."""
+    return [line for line in frozen if local_requirement(line) is None]
+
+
 def folders_down_to(root: Path, leaf: Path) -> list[Path]:
     """root, then each folder on the way to `leaf` (only `root` when `leaf` is not inside it)."""
     try:

@@ -90,9 +90,12 @@ def install_requirements(
 
 
 def freeze(venv_python: Path, *, env: Mapping[str, str]) -> list[str]:
-    """`pip freeze` of the venv, one requirement per string (pip, setuptools and wheel are left out by pip)."""
+    """`pip freeze` of the venv, one requirement per string (pip, setuptools and wheel are left out by pip).
+
+    Only what the venv itself holds (`--local`): with system site packages on, the system's and the agent's
+    packages are not the task's installs, and together they need not even be one installable set."""
     result = run(
-        [str(venv_python), "-m", "pip", "freeze", *_PIP_FLAGS],
+        [str(venv_python), "-m", "pip", "freeze", "--local", *_PIP_FLAGS],
         cwd=venv_python.parent,
         env=_pip_env(env),
         reporter=NullReporter(),

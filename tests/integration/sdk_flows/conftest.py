@@ -79,6 +79,9 @@ class AgentUnderTest:
         self.root = root
         short = "na" if name == "notebook-agent" else "ca"
         self.short = short
+        # Worker ids unique to this run: clearml-agent refuses a second instance of a worker id on one machine, and
+        # both agents keep work folders named after it.
+        self.host = f"{short}-{os.getpid()}"
         self.queue = f"{short}-queue"
         self._services_queue = f"{short}-services"
         self._daemons: dict[str, Daemon] = {}
@@ -123,7 +126,7 @@ class AgentUnderTest:
             env = {
                 **self.env,
                 "CLEARML_CONFIG_FILE": str(self._agent_conf),
-                "CLEARML_WORKER_ID": f"{self.short}-host:{kind}",
+                "CLEARML_WORKER_ID": f"{self.host}:{kind}",
             }
             if self.name == "notebook-agent":
                 argv = [
@@ -216,7 +219,7 @@ class AgentUnderTest:
 
     def execute(self, task_id: str, *, clone: bool = False, cwd: Path, timeout: float = 150):
         """`execute --id` in the foreground, as each agent's own command."""
-        env = {"CLEARML_CONFIG_FILE": str(self._agent_conf), "CLEARML_WORKER_ID": f"{self.short}-host:execute"}
+        env = {"CLEARML_CONFIG_FILE": str(self._agent_conf), "CLEARML_WORKER_ID": f"{self.host}:execute"}
         if self.name == "notebook-agent":
             argv = [sys.executable, "-m", "notebook_agent", "execute", "--id", task_id, "--cpu-only"]
         else:
@@ -285,9 +288,9 @@ def pytest_runtest_makereport(item, call):
     if callspec is None or "agent" not in callspec.params:
         return
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        # The flow: the test and its parameters other than the agent ("test_x[packages]").
-        others = [str(v) if not isinstance(v, str) else v for k, v in callspec.params.items() if k != "agent"]
-        flow = item.originalname + (f"[{'-'.join(others)}]" if others else "")
+        # The flow: the test with its parameter ids other than the agent's ("test_x[packages]").
+        others = callspec.id.replace(callspec.params["agent"], "").strip("-").replace("--", "-")
+        flow = item.originalname + (f"[{others}]" if others else "")
         if hasattr(report, "wasxfail"):
             result = "xfail" if report.outcome == "skipped" else "xpass"
         else:

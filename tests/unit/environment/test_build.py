@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from notebook_agent.environment import BuildSettings, EnvironmentSetupError, ListReporter, prepare
-from notebook_agent.environment.build import _entry_argv, _write_literal
+from notebook_agent.environment.build import _entry_argv
+from notebook_agent.environment.requirements import recordable
 from notebook_agent.environment.requirements import task_requirements as _requirements
 from tests.fakes.gitrepo import commit_files, git, make_git_repo
 from tests.unit.environment.conftest import GREETING
@@ -151,7 +152,8 @@ def test_no_repository_and_no_source(tmp_path: Path, env: dict[str, str]) -> Non
     task = {"script": {"entry_point": "train.py", "diff": "diff --git a/x b/x\n"}}
     with pytest.raises(EnvironmentSetupError) as info:
         prepare(task, tmp_path, settings=BuildSettings(), env=env, reporter=ListReporter())
-    assert info.value.reason == "entry point not found: train.py: the task has no repository and no script source"
+    assert info.value.reason.startswith("entry point not found: train.py: the task has no repository and no script")
+    assert "Task.init" in info.value.reason  # and how to give the task its source
 
 
 def test_requirement_precedence(tmp_path: Path) -> None:
@@ -164,27 +166,27 @@ def test_requirement_precedence(tmp_path: Path) -> None:
     assert _requirements({}, tmp_path / "elsewhere") == ""
 
 
+def test_requirements_record_leaves_out_local_files() -> None:
+    frozen = ["six==1.17.0", "-e file:///src/notebook-agent", "demo @ file:///tmp/demo-1.0.whl", "clearml==2.1.12"]
+    assert recordable(frozen) == ["six==1.17.0", "clearml==2.1.12"]
+
+
 def test_entry_point_forms(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "train.py").write_text("")
-    assert _entry_argv(tmp_path, tmp_path, "train.py", ".", has_source=True) == ["train.py"]
-    assert _entry_argv(tmp_path, tmp_path, "-m pkg.main --fast", ".", has_source=True) == ["-m", "pkg.main", "--fast"]
-    assert _entry_argv(tmp_path, tmp_path, "train.py --epochs 3", ".", has_source=True) == [
+    assert _entry_argv(tmp_path, tmp_path, "train.py", ".") == ["train.py"]
+    assert _entry_argv(tmp_path, tmp_path, "-m pkg.main --fast", ".") == ["-m", "pkg.main", "--fast"]
+    assert _entry_argv(tmp_path, tmp_path, "train.py --epochs 3", ".") == [
         "train.py",
         "--epochs",
         "3",
     ]
-    assert _entry_argv(tmp_path, tmp_path / "src", "../train.py", "src", has_source=True) == ["../train.py"]
+    assert _entry_argv(tmp_path, tmp_path / "src", "../train.py", "src") == ["../train.py"]
     with pytest.raises(EnvironmentSetupError, match="escapes"):
-        _entry_argv(tmp_path / "src", tmp_path / "src", "../train.py", ".", has_source=True)
-
-
-def test_literal_module_without_repository(tmp_path: Path) -> None:
-    cwd, entry = _write_literal(tmp_path, "-m pkg.main", "print('m')\n")
-    assert (cwd, entry) == (tmp_path, "-m pkg.main")
-    assert (tmp_path / "pkg" / "main.py").read_text() == "print('m')\n"
-    cwd, entry = _write_literal(tmp_path, "sub/run.py", "print('s')\n")
-    assert (cwd, entry) == ((tmp_path / "sub").resolve(), "run.py")
+        _entry_argv(tmp_path / "src", tmp_path / "src", "../train.py", ".")
+    # An absolute path is refused in a checkout, also when it names a file of the checkout.
+    with pytest.raises(EnvironmentSetupError, match="must be a path inside the repository"):
+        _entry_argv(tmp_path, tmp_path, str(tmp_path / "train.py"), ".")
 
 
 @pytest.mark.parametrize(
