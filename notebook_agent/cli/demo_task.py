@@ -12,4 +12,4 @@ for step in range(0, 101, 20):
 print()
 primes = [n for n in range(2, 200) if all(n % d for d in range(2, int(n**0.5) + 1))]
 print(f"result: {len(primes)} primes below 200, the largest is {primes[-1]}")
-print("a line on stderr, shipped as an error-level log event", file=sys.stderr)
+print("a line on stderr: the log keeps it where it was written, after the result", file=sys.stderr)

@@ -90,7 +90,8 @@ class TaskPhaseChanged(Event):
 
 @dataclass(frozen=True)
 class TaskLogLines(Event):
-    """Lines of a task's log, in order: `stream` is "stdout", "stderr" or "agent" (the agent's own lines)."""
+    """Lines of a task's log, in order: `stream` is "output" (the task's stdout and stderr, in the order written),
+    or "agent" (the agent's own lines)."""
 
     task_id: str
     stream: str

@@ -32,7 +32,8 @@ from notebook_agent.engine.log_spool import LogSpool
 
 logger = logging.getLogger(__name__)
 
-LEVELS = {"stdout": "info", "stderr": "error", "agent": "info"}
+# "output": a task's stdout and stderr in one ordered stream (engine/process.py), at info as its stdout was.
+LEVELS = {"output": "info", "stdout": "info", "stderr": "error", "agent": "info"}
 JOIN_WINDOW_MS = 1000  # like the SDK: lines more than a second apart start a new event (its timestamp)
 # Over the memory bound, the writer waits while sends go through (a flood the server absorbs never touches the
 # disk); once a send has hung this long, or failed, the waiting events go to the spool instead.
@@ -163,7 +164,7 @@ class LogShipper:
             return ShipperStats(**self._counts, pending_bytes=self._pending_bytes)
 
     def add(self, stream: str, lines: Sequence[str]) -> None:
-        """Queue lines of a stream ("stdout", "stderr" or "agent"); blocks while too much is pending."""
+        """Queue lines of a stream ("output", "stdout", "stderr" or "agent"); blocks while too much is pending."""
         level = LEVELS.get(stream)
         if level is None:
             raise ValueError(f"unknown stream {stream!r}")

@@ -1,5 +1,9 @@
 """The task process: started in its own session, its output read in chunks into lines, its tree ended on demand.
 
+stdout and stderr share one pipe, as under clearml-agent: the lines arrive in the order the process wrote them
+(two pipes read by two threads interleave at random), so a traceback sits next to the prints before it. Inside
+the task `sys.stdout` and `sys.stderr` are still two streams, for the task's own SDK to tell apart.
+
 The process leads a new session and process group, so a SIGINT meant for the notebook kernel never reaches it
 and the whole group can be signalled at once. Ending the tree sends SIGTERM to the group, to the session and to
 every descendant psutil finds (which catches children that called setsid), waits up to a grace period, then
@@ -34,6 +38,7 @@ logger = logging.getLogger(__name__)
 # wider pipe keeps the task from blocking meanwhile. Lines are at most that much later.
 READ_CHUNK = 1024 * 1024
 COALESCE_SEC = 0.002
+OUTPUT = "output"  # the stream name of a task's own lines: its stdout and stderr, in the order written
 KILL_WAIT = 5.0  # after SIGKILL: how long to wait for the kernel to end the process before giving up
 
 
@@ -87,7 +92,8 @@ def _session_members(sid: int) -> list[psutil.Process]:
 
 
 class TaskProcess:
-    """One task process and the two threads reading its stdout and stderr into `on_output(stream, lines)`."""
+    """One task process and the thread reading its output (stdout and stderr, in order) into
+    `on_output(OUTPUT, lines)`."""
 
     def __init__(
         self,
@@ -124,17 +130,16 @@ class TaskProcess:
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
         )
-        assert self._proc.stdout is not None and self._proc.stderr is not None
-        for stream, pipe in (("stdout", self._proc.stdout), ("stderr", self._proc.stderr)):
-            thread = threading.Thread(
-                target=self._read, args=(stream, pipe), name=f"task-{stream}-{self._proc.pid}", daemon=True
-            )
-            self._readers.append(thread)
-            thread.start()
+        assert self._proc.stdout is not None
+        thread = threading.Thread(
+            target=self._read, args=(OUTPUT, self._proc.stdout), name=f"task-output-{self._proc.pid}", daemon=True
+        )
+        self._readers.append(thread)
+        thread.start()
 
     @property
     def pid(self) -> int | None:

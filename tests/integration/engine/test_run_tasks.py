@@ -221,3 +221,25 @@ def test_the_second_task_with_the_same_requirements_is_a_cache_hit(raw, run_work
         assert "demo-dep says 42" in task_log(raw, task_id)
     assert any(line.startswith("cache miss") for line in task_log(raw, first))
     assert any(line.startswith("cache hit") for line in task_log(raw, second))
+
+
+def test_stdout_and_stderr_reach_the_task_log_in_the_order_written(raw, run_worker):
+    """20 runs of a task alternating flushed writes to stdout and stderr: its log on the server keeps their order."""
+    source = textwrap.dedent(
+        """
+        import sys
+        for i in range(50):
+            print(f"out {i}", flush=True)
+            print(f"err {i}", file=sys.stderr, flush=True)
+        """
+    )
+    queue = raw.default_queue()
+    tasks = [script_task(raw, f"ordered output {n}", source, queue) for n in range(20)]
+    with run_worker([]) as run:
+        run.wait()
+    expected = [line for i in range(50) for line in (f"out {i}", f"err {i}")]
+    for task_id in tasks:
+        task = raw.ok("tasks.get_by_id", {"task": task_id})["task"]
+        assert task["status"] == "completed", task["status_reason"]
+        written = [line for line in task_log(raw, task_id) if line.startswith(("out ", "err "))]
+        assert written == expected, task_id

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from notebook_agent.engine.process import READ_CHUNK, TaskProcess, _widen_pipe
+from notebook_agent.engine.process import OUTPUT, READ_CHUNK, TaskProcess, _widen_pipe
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups and sessions")
 
@@ -21,7 +21,7 @@ class Output:
     """Collects on_output calls; lets a test wait for a condition on them with a deadline."""
 
     def __init__(self) -> None:
-        self.lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self.lines: dict[str, list[str]] = {OUTPUT: []}
         self.cond = threading.Condition()
 
     def __call__(self, stream: str, lines: list[str]) -> None:
@@ -35,7 +35,8 @@ class Output:
 
 
 def start(code: str, out: Output, tmp_path: Path) -> TaskProcess:
-    proc = TaskProcess([sys.executable, "-c", code], cwd=tmp_path, env=dict(os.environ), on_output=out)
+    # -u, as the runner starts tasks: stdout unbuffered, so the lines reach the pipe in the order written.
+    proc = TaskProcess([sys.executable, "-u", "-c", code], cwd=tmp_path, env=dict(os.environ), on_output=out)
     proc.start()
     return proc
 
@@ -70,18 +71,36 @@ def test_all_output_delivered_before_wait_returns_exit_code(tmp_path: Path) -> N
     proc = start(code, out, tmp_path)
     assert proc.wait(timeout=30) == 3
     assert proc.poll() == 3
-    assert out.lines["stdout"] == [f"out {i}" for i in range(5000)] + ["no newline at the end"]
-    assert out.lines["stderr"] == [f"err {i} " + "é" * (i % 5) for i in range(5000)]
+    expected = [line for i in range(5000) for line in (f"out {i}", f"err {i} " + "é" * (i % 5))]
+    assert out.lines[OUTPUT] == [*expected, "no newline at the end"]
     assert not proc.terminated_by_us
+
+
+def test_stdout_and_stderr_keep_the_order_written(tmp_path: Path) -> None:
+    """Flushed writes alternating between stdout and stderr arrive as written, run after run (with two pipes read
+    by two threads they came out of order in 2 runs of 3)."""
+    code = (
+        "import sys\n"
+        "for i in range(200):\n"
+        "    sys.stdout.write(f'out {i}\\n'); sys.stdout.flush()\n"
+        "    sys.stderr.write(f'err {i}\\n'); sys.stderr.flush()\n"
+    )
+    expected = [line for i in range(200) for line in (f"out {i}", f"err {i}")]
+    for _ in range(20):
+        out = Output()
+        proc = TaskProcess([sys.executable, "-c", code], cwd=tmp_path, env=dict(os.environ), on_output=out)
+        proc.start()
+        assert proc.wait(timeout=30) == 0
+        assert out.lines[OUTPUT] == expected
 
 
 def test_child_runs_in_its_own_session(tmp_path: Path) -> None:
     out = Output()
     proc = start("import os, time\nprint(os.getsid(0), flush=True)\ntime.sleep(60)\n", out, tmp_path)
     try:
-        assert out.wait_for(lambda: bool(out.lines["stdout"]))
+        assert out.wait_for(lambda: bool(out.lines[OUTPUT]))
         assert proc.pid is not None
-        assert int(out.lines["stdout"][0]) == proc.pid
+        assert int(out.lines[OUTPUT][0]) == proc.pid
         assert os.getsid(proc.pid) != os.getsid(0)
         assert os.getpgid(proc.pid) != os.getpgrp()
     finally:
@@ -109,12 +128,12 @@ def test_terminate_tree_kills_children_that_ignore_sigterm(tmp_path: Path) -> No
     proc = start(code, out, tmp_path)
     tags = ("child", "grandchild", "escaped")
     try:
-        ok = out.wait_for(lambda: {line.split()[0] for line in out.lines["stdout"]} >= set(tags), timeout=20)
+        ok = out.wait_for(lambda: {line.split()[0] for line in out.lines[OUTPUT]} >= set(tags), timeout=20)
         assert ok, out.lines
     except BaseException:
         proc.terminate_tree(grace=0)
         raise
-    pids = {line.split()[0]: int(line.split()[1]) for line in out.lines["stdout"]}
+    pids = {line.split()[0]: int(line.split()[1]) for line in out.lines[OUTPUT]}
     assert os.getsid(pids["escaped"]) == pids["escaped"]  # it really left the task's session
     started = time.monotonic()
     assert proc.terminate_tree(grace=0.5) == -9
@@ -127,7 +146,7 @@ def test_terminate_tree_kills_children_that_ignore_sigterm(tmp_path: Path) -> No
 def test_child_exiting_on_sigterm_returns_promptly(tmp_path: Path) -> None:
     out = Output()
     proc = start("import time\nprint('ready', flush=True)\ntime.sleep(60)\n", out, tmp_path)
-    assert out.wait_for(lambda: out.lines["stdout"] == ["ready"])
+    assert out.wait_for(lambda: out.lines[OUTPUT] == ["ready"])
     started = time.monotonic()
     assert proc.terminate_tree(grace=10) == -15
     assert time.monotonic() - started < 3
@@ -186,6 +205,6 @@ def test_a_flood_of_single_line_writes_arrives_in_order_and_in_few_chunks(tmp_pa
     proc = TaskProcess([sys.executable, "-c", code], cwd=tmp_path, env=dict(os.environ), on_output=counting)
     proc.start()
     assert proc.wait(timeout=60) == 0
-    assert out.lines["stdout"] == [f"line {i}" for i in range(50000)]
+    assert out.lines[OUTPUT] == [f"line {i}" for i in range(50000)]
     # One write per line; the reader's pause after a short read gathers them (loose: a slow writer means more).
     assert len(calls) <= 50000 / 100, f"{len(calls)} chunks"
