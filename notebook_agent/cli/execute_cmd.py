@@ -20,6 +20,7 @@ from notebook_agent.engine.connection_errors import explain_api_error, retry_bud
 from notebook_agent.engine.docker import docker_settings
 from notebook_agent.engine.events import EventBus, TaskPhase
 from notebook_agent.engine.runner import RunnerSettings, TaskRunner
+from notebook_agent.engine.task_env import task_config_sections
 from notebook_agent.engine.worker_id import standalone_worker_id
 
 _DESCRIPTION = """\
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         settings = RunnerSettings(
             work_root=Path(tempfile.gettempdir()) / "notebook-agent" / worker_id.replace(":", "_"),
             build=build_settings(config),
+            task_config=task_config_sections(config.tree),
             visible_devices="" if args.cpu_only else args.gpus,
             docker=None
             if args.docker is None

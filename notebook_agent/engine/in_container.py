@@ -21,7 +21,7 @@ from notebook_agent import api
 from notebook_agent.api import APIError
 from notebook_agent.config import Config
 from notebook_agent.engine.build_config import build_settings
-from notebook_agent.engine.task_env import task_environment, write_task_config
+from notebook_agent.engine.task_env import task_config_sections, task_environment, write_task_config
 from notebook_agent.engine.worker_id import standalone_worker_id
 from notebook_agent.environment import EnvironmentSetupError, PreparedEnvironment, prepare
 from notebook_agent.masking import is_secret_name
@@ -54,7 +54,7 @@ def execute_here(config: Config, task_id: str, *, env: Mapping[str, str], out: T
     work_dir = Path(tempfile.mkdtemp(prefix="notebook-agent-task-"))
     try:
         task = api.tasks.get_by_id(session, task_id)
-        config_file = write_task_config(work_dir / "clearml.conf", config.api)
+        config_file = write_task_config(work_dir / "clearml.conf", config.api, task_config_sections(config.tree))
         task_env = task_environment(env, task_id=task_id, worker_id=worker_id, api=config.api, config_file=config_file)
         prepared = _prepare(task, work_dir, config, task_env, out)
         if prepared is None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from notebook_agent import api
 from notebook_agent.api import APIError, TransportError
@@ -61,6 +62,8 @@ class RunnerSettings:
     docker: DockerSettings | None = None
     # agent.log_spool.max_bytes: a task's log lines waiting on disk (under state_dir) while the server is away.
     log_spool_max_bytes: int = DEFAULT_MAX_BYTES
+    # The clearml.conf sections the task's SDK sees besides the api keys (task_env.task_config_sections).
+    task_config: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -202,7 +205,7 @@ class TaskRunner:
         work_dir.chmod(0o700)  # a private repository's checkout and the task's credentials: this user's only
         if self.settings.docker is not None:
             return self._run_in_docker(task, self.settings.docker, work_dir, shipper, local_abort)
-        config_file = write_task_config(work_dir / "clearml.conf", self.api_config)
+        config_file = write_task_config(work_dir / "clearml.conf", self.api_config, self.settings.task_config)
         env = task_environment(
             self.base_env,
             task_id=task_id,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from pyhocon import ConfigTree
 
 from notebook_agent.config import ApiConfig, PastedCredentials
 from notebook_agent.config.writer import write_api_config
@@ -20,9 +24,28 @@ def _keep(key: str, value: str) -> bool:
     return not (key == "MPLBACKEND" and value.startswith("module://"))
 
 
-def write_task_config(path: Path, api: ApiConfig) -> Path:
-    """A 0600 clearml.conf with only the api section, for the task's SDK (like clearml-agent's temp config)."""
+# Of the api section, what ApiConfig holds (with the environment's overrides applied): written from it, not the tree.
+_API_OWN = ("api_server", "web_server", "files_server", "host", "credentials")
+
+
+def task_config_sections(tree: ConfigTree) -> dict[str, Any]:
+    """What a task's SDK reads of the agent's clearml.conf besides the server and the keys, as clearml-agent's temp
+    config carries it: every section but `agent` (sdk: storage credentials, default output_uri, development
+    settings; api: verify_certificate, http). The agent's own section, git and docker credentials among it, stays
+    with the agent: the SDK reads none of it."""
+    sections = {str(k): v for k, v in tree.as_plain_ordered_dict().items() if k != "agent"}
+    api = {k: v for k, v in dict(sections.pop("api", None) or {}).items() if k not in _API_OWN}
+    if api:
+        sections["api"] = api
+    return sections
+
+
+def write_task_config(path: Path, api: ApiConfig, sections: Mapping[str, Any] | None = None) -> Path:
+    """A 0600 clearml.conf for the task's SDK: `sections` (see task_config_sections), then the api section of
+    `api`, which HOCON merges over them."""
     creds = api.credentials
+    # JSON is HOCON: each section as one JSON object, its keys quoted (a dotted key stays one key).
+    header = "".join(f"{json.dumps(key)}: {json.dumps(value)}\n" for key, value in (sections or {}).items())
     return write_api_config(
         path,
         PastedCredentials(
@@ -32,6 +55,7 @@ def write_task_config(path: Path, api: ApiConfig) -> Path:
             access_key=creds.access_key if creds else "",
             secret_key=creds.secret_key if creds else "",
         ),
+        header=header,
     )
 
 

@@ -28,6 +28,7 @@ from notebook_agent.engine.runner import RunnerSettings, TaskOutcome, TaskRunner
 from notebook_agent.engine.schedule import Schedule
 from notebook_agent.engine.slots import RunningSlot, SlotsSnapshot, TaskSlots
 from notebook_agent.engine.stats_reporter import StatsReporter
+from notebook_agent.engine.task_env import task_config_sections
 from notebook_agent.engine.worker_id import lease_worker_id
 from notebook_agent.environment.cache import VenvCache
 from notebook_agent.masking import mask_url
@@ -303,6 +304,7 @@ class Worker:
         settings = RunnerSettings(
             work_root=Path(tempfile.gettempdir()) / "notebook-agent" / self.worker_id.replace(":", "_"),
             build=build_settings(self.config),
+            task_config=task_config_sections(self.config.tree),
             visible_devices=visible,
             grace_sec=self.options.grace_sec,
             setup_script_enabled=bool(self.config.agent("enable_setup_shell_script", False)),

@@ -2,11 +2,13 @@
 
 import os
 import stat
+import subprocess
+import sys
 
 import pyhocon
 
-from notebook_agent.config import ApiConfig, Credentials
-from notebook_agent.engine.task_env import task_environment, write_task_config
+from notebook_agent.config import ApiConfig, Credentials, load_config
+from notebook_agent.engine.task_env import task_config_sections, task_environment, write_task_config
 
 API = ApiConfig(
     "http://127.0.0.1:8008", "http://127.0.0.1:8080", "http://127.0.0.1:8081", Credentials("AK", "SK-secret")
@@ -38,3 +40,38 @@ def test_gpu_selection_and_no_selection(tmp_path):
     assert env["CUDA_VISIBLE_DEVICES"] == "3"
     env = task_environment({}, task_id="t", worker_id="w", api=API, config_file=conf, visible_devices="0,1")
     assert env["CUDA_VISIBLE_DEVICES"] == env["NVIDIA_VISIBLE_DEVICES"] == "0,1"
+
+
+def test_task_config_carries_the_sdk_section_but_not_the_agents(tmp_path):
+    """As clearml-agent's temp config: the task's SDK sees the user's sdk settings (storage keys, output_uri) and api
+    options; the server and keys are the agent's effective ones; the agent section (git password) stays out."""
+    conf = tmp_path / "clearml.conf"
+    conf.write_text(
+        'api { api_server: "http://old:8008", verify_certificate: false, credentials { access_key: "OLD" } }\n'
+        'sdk { aws { s3 { key: "S3KEY", secret: "S3SECRET" } }, development { default_output_uri: "s3://b/x" } }\n'
+        'agent { git_user: "me", git_pass: "GITPASS" }\n'
+        '"dotted.key": 1\n'
+    )
+    sections = task_config_sections(load_config(conf, env={}).tree)
+    written = write_task_config(tmp_path / "task.conf", API, sections)
+    tree = pyhocon.ConfigFactory.parse_file(str(written))
+    assert tree["sdk.aws.s3.secret"] == "S3SECRET"
+    assert tree["sdk.development.default_output_uri"] == "s3://b/x"
+    assert tree["api.verify_certificate"] is False
+    assert tree["api.api_server"] == "http://127.0.0.1:8008"
+    assert tree["api.credentials.access_key"] == "AK"
+    assert "agent" not in tree and "GITPASS" not in written.read_text()
+    assert stat.S_IMODE(os.stat(written).st_mode) == 0o600
+    # The real SDK reads it so too.
+    code = (
+        "from clearml.config import config_obj\n"
+        "print(config_obj.get('sdk.aws.s3.key'), config_obj.get('api.verify_certificate'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "CLEARML_CONFIG_FILE": str(written), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.split() == ["S3KEY", "False"], done.stderr
