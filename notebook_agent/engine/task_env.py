@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,15 @@ from notebook_agent.config.writer import write_api_config
 
 # Variables of the kernel that must not leak into a task (the CLEARML_* ones it needs are set below).
 _DROP_PREFIXES = ("JPY_",)
+# The SDK's "main process" marker, `<pid>:<task id>`. clearml-agent execs the task in place of its own process, so
+# the pid it names is the task's own and the SDK acts as the task's main process (its full exit path, the results
+# page line). Left unset, the SDK names itself so; one inherited from a notebook that ran Task.init, or naming the
+# agent's pid, would make the task a "subprocess" of another task.
+_DROP = {"CLEARML_PROC_MASTER_ID", "TRAINS_PROC_MASTER_ID"}
 
 
 def _keep(key: str, value: str) -> bool:
-    if key.startswith(_DROP_PREFIXES):
+    if key.startswith(_DROP_PREFIXES) or key in _DROP:
         return False
     # A kernel sets MPLBACKEND=module://matplotlib_inline..., which a plain process cannot import.
     return not (key == "MPLBACKEND" and value.startswith("module://"))
@@ -85,7 +89,6 @@ def task_environment(
         "LOG_LEVEL": "INFO",
         # The agent ships the task's console itself; the SDK inside must not send it a second time.
         "LOG_TASK_TO_BACKEND": "0",
-        "PROC_MASTER_ID": f"{os.getpid()}:{task_id}",
     }
     if api.credentials:
         values["API_ACCESS_KEY"] = api.credentials.access_key

@@ -30,10 +30,12 @@ FINAL = ("completed", "failed", "stopped", "published")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 # The SDK's own pacing, short so that flows do not wait on it (report and ping periods, repository detection in the
 # main thread: its background detection forks git from a busy process and now and then hangs, see test_sdk_git_task).
+# The reporter in a thread, not a subprocess: a subprocess reporter holds every SDK process about 10 s at its exit.
 SDK_CONF = """
 sdk {
   development {
     vcs_repo_detect_async: false
+    report_use_subprocess: false
     worker { report_period_sec: 1, ping_period_sec: 5, report_event_flush_threshold: 10 }
   }
 }

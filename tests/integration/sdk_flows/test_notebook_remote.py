@@ -210,7 +210,10 @@ def gone(pid: int) -> Callable[[], bool]:
     return check
 
 
-# The SDK's switch for the notebook artifact (and its HTML preview), read by the watcher in the kernel.
+# The SDK's switch for the notebook artifact (and its HTML preview), read by the watcher in the kernel. The kernel's
+# reporter runs in a subprocess, as by default (the harness turns it off for speed): with it in a thread,
+# `execute_remotely` once enqueued the task before the watcher's last pass had stored the source.
+KERNEL_REPORTER = "sdk { development { report_use_subprocess: true } }\n"
 NO_ARTIFACT = "sdk { development { store_jupyter_notebook_artifact: false } }\n"
 
 
@@ -233,10 +236,10 @@ NO_ARTIFACT = "sdk { development { store_jupyter_notebook_artifact: false } }\n"
 )
 def test_notebook_execute_remotely(agent, jupyter, tmp_path, notebook_artifact):
     env = {**agent.env, "NB_QUEUE": agent.queue}
-    if notebook_artifact == "no-artifact":
-        conf = tmp_path / "clearml.conf"
-        conf.write_text(Path(agent.env["CLEARML_CONFIG_FILE"]).read_text() + NO_ARTIFACT)
-        env["CLEARML_CONFIG_FILE"] = str(conf)
+    conf = tmp_path / "clearml.conf"
+    extra = NO_ARTIFACT if notebook_artifact == "no-artifact" else ""
+    conf.write_text(Path(agent.env["CLEARML_CONFIG_FILE"]).read_text() + KERNEL_REPORTER + extra)
+    env["CLEARML_CONFIG_FILE"] = str(conf)
     server = jupyter(env)
     notebooks = server.notebooks
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])

@@ -18,6 +18,7 @@ API = ApiConfig(
 def test_variables_the_sdk_needs_to_attach(tmp_path):
     conf = write_task_config(tmp_path / "clearml.conf", API)
     base = {"PATH": "/bin", "JPY_PARENT_PID": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    base["CLEARML_PROC_MASTER_ID"] = "4242:" + "k" * 32  # the kernel ran Task.init
     env = task_environment(base, task_id="t" * 32, worker_id="box:cpu:0", api=API, config_file=conf, visible_devices="")
     assert env["CLEARML_TASK_ID"] == env["TRAINS_TASK_ID"] == "t" * 32
     assert env["CLEARML_WORKER_ID"] == "box:cpu:0"
@@ -28,6 +29,8 @@ def test_variables_the_sdk_needs_to_attach(tmp_path):
     assert env["CUDA_VISIBLE_DEVICES"] == "" and env["NVIDIA_VISIBLE_DEVICES"] == "none"
     assert env["PYTHONUNBUFFERED"] == "1" and env["PATH"] == "/bin"
     assert "JPY_PARENT_PID" not in env and "MPLBACKEND" not in env
+    # The task's SDK names itself the main process, as under clearml-agent (which execs the task in its own place).
+    assert "CLEARML_PROC_MASTER_ID" not in env and "TRAINS_PROC_MASTER_ID" not in env
     assert "CLEARML_TASK_ID" not in os.environ  # the agent's own environment is untouched
     assert stat.S_IMODE(os.stat(conf).st_mode) == 0o600
     tree = pyhocon.ConfigFactory.parse_file(str(conf))
