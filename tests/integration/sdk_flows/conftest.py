@@ -2,7 +2,7 @@
 
 Each agent gets a regular daemon on its own queue and, when a flow asks for it, a services-mode daemon on a second
 queue; both run as separate processes for the whole session, as a user would start them. Every (flow, agent)
-outcome is written to `tests/artifacts/sdk_matrix.json`, from which the README's table is made.
+outcome is written to `tests/artifacts/sdk_matrix.json`, and as the README's table to `tests/artifacts/sdk_matrix.md`.
 """
 
 from __future__ import annotations
@@ -297,7 +297,22 @@ def pytest_runtest_makereport(item, call):
             result = "xfail" if report.outcome == "skipped" else "xpass"
         else:
             result = {"passed": "pass", "failed": "FAIL", "skipped": "skip"}[report.outcome]
-        _RESULTS.setdefault(flow, {})[callspec.params["agent"]] = result
+        row = _RESULTS.setdefault(flow, {"file": item.path.name, "title": _title(item, others)})
+        row[callspec.params["agent"]] = result
+
+
+def _title(item, params: str) -> str:
+    """The flow's name for the README table: its test's docstring's first paragraph, and its parameters."""
+    doc = " ".join((item.function.__doc__ or item.originalname).strip().split("\n\n")[0].split()).rstrip(".")
+    return doc + (f" ({params})" if params else "")
+
+
+def matrix_table(results: dict[str, dict[str, str]]) -> str:
+    """The README's table: one row per flow, in file order, with each agent's outcome."""
+    lines = ["| flow | notebook-agent | clearml-agent |", "|---|---|---|"]
+    for _flow, row in sorted(results.items(), key=lambda kv: (kv[1]["file"], kv[0])):
+        lines.append(f"| {row['title']} | {row.get('notebook-agent', '-')} | {row.get('clearml-agent', '-')} |")
+    return "\n".join(lines) + "\n"
 
 
 def _write_matrix() -> None:
@@ -305,3 +320,4 @@ def _write_matrix() -> None:
         return
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "sdk_matrix.json").write_text(json.dumps(_RESULTS, indent=1, sort_keys=True) + "\n")
+    (ARTIFACTS / "sdk_matrix.md").write_text(matrix_table(_RESULTS))

@@ -68,6 +68,7 @@ for top in optimizer.get_top_experiments(1):
 
 
 def test_hpo_random_search(agent, tmp_path):
+    """`HyperParameterOptimizer` with `RandomSearch`, 3 jobs: it finishes and names the best job."""
     base = tmp_path / "train.py"
     base.write_text(BASE)
     # The base task: made by running the script here once (Task.init records its argparse arguments).

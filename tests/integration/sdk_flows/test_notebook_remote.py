@@ -235,6 +235,7 @@ NO_ARTIFACT = "sdk { development { store_jupyter_notebook_artifact: false } }\n"
     ],
 )
 def test_notebook_execute_remotely(agent, jupyter, tmp_path, notebook_artifact):
+    """A notebook in a `jupyter server` session: `Task.init` + `execute_remotely` runs the notebook's code."""
     env = {**agent.env, "NB_QUEUE": agent.queue}
     conf = tmp_path / "clearml.conf"
     extra = NO_ARTIFACT if notebook_artifact == "no-artifact" else ""

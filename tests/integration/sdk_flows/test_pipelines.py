@@ -121,16 +121,26 @@ def run_controller(agent, tmp_path: Path, *args: str) -> str:
 
 
 def test_pipeline_controller_locally(agent, tmp_path):
-    """`start_locally(run_pipeline_steps_locally=False)`: the controller runs here, the steps on the agent."""
+    """`PipelineController`, two function steps, `start_locally(run_pipeline_steps_locally=False)`; a step
+    re-run by `execute --id --clone`."""
     pipeline_id = run_controller(agent, tmp_path, "--name", "pipe local", "--queue", agent.queue)
     assert agent.task(pipeline_id)["status"] == "completed"
     found = expect_steps_completed(agent, pipeline_id)
     assert returned(found["step_one"], "doubled") == "40"
     assert returned(found["step_two"], "result") == "41"
+    # A step task runs again as a clone, by `execute --id --clone`: its input was stored on it, resolved.
+    before = {t["id"] for t in agent.raw.ok("tasks.get_all", {"name": "^Clone of step_two$"})["tasks"]}
+    done = agent.execute(found["step_two"]["id"], clone=True, cwd=tmp_path)
+    assert done.returncode == 0, f"{agent.name} execute --clone:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    (clone,) = [
+        t for t in agent.raw.ok("tasks.get_all", {"name": "^Clone of step_two$"})["tasks"] if t["id"] not in before
+    ]
+    clone = agent.expect_completed(clone["id"])
+    assert returned(clone, "result") == "41"
 
 
 def test_pipeline_controller_on_services_queue(agent, tmp_path):
-    """`start(queue=services)`: the controller task itself runs on the agent's services-mode daemon."""
+    """`PipelineController`, two function steps, `start(queue=services)` on a services-mode daemon."""
     services = agent.services_queue
     args = ["--name", "pipe services", "--queue", agent.queue, "--controller", services]
     pipeline_id = run_controller(agent, tmp_path, *args)
@@ -141,7 +151,7 @@ def test_pipeline_controller_on_services_queue(agent, tmp_path):
 
 @pytest.mark.xfail(reason="needs a files server (artifact uploads) on the embedded server (issue 15)", strict=False)
 def test_pipeline_controller_artifact_return(agent, tmp_path):
-    """step_one returns a list: an artifact of its task, uploaded to the files server, that step_two downloads."""
+    """`PipelineController` whose step returns a list: passed on as an artifact (files server)."""
     pipeline_id = run_controller(agent, tmp_path, "--name", "pipe artifact", "--queue", agent.queue, "--artifact")
     found = expect_steps_completed(agent, pipeline_id)
     assert returned(found["step_two"], "result") == "41"
@@ -153,7 +163,7 @@ def test_pipeline_controller_artifact_return(agent, tmp_path):
     strict=False,
 )
 def test_pipeline_decorator(agent, tmp_path):
-    """`@PipelineDecorator.pipeline` run here, its two `@PipelineDecorator.component`s on the agent."""
+    """`PipelineDecorator`: the pipeline run here, its two components on the agent."""
     script = tmp_path / "decorated.py"
     script.write_text(DECORATOR)
     done = agent.run([sys.executable, str(script), "pipe decorator", agent.queue], cwd=tmp_path, timeout=150)

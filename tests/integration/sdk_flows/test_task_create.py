@@ -52,6 +52,7 @@ def enqueue(agent, task_id: str) -> None:
 
 @pytest.mark.parametrize("packages", ["-", "demo-dep"], ids=["no-packages", "packages"])
 def test_task_create_absolute_script(agent, tmp_path, packages):
+    """`Task.create(script=<absolute path>)`, no repository."""
     task_id, script = create(agent, tmp_path, f"create {packages}", packages)
     assert agent.task(task_id)["script"]["entry_point"] == script  # the standalone form: a path on this machine
     enqueue(agent, task_id)
@@ -60,7 +61,7 @@ def test_task_create_absolute_script(agent, tmp_path, packages):
 
 
 def test_task_create_module(agent, tmp_path):
-    """`Task.create(module=...)` with no repository: `-m pkg.mod`, the module installed as the task's package."""
+    """`Task.create(module=...)`, no repository: `-m pkg.mod` from the task's packages."""
     task_id, _ = create(agent, tmp_path, "create module", "demo-dep", script="-m demo_dep")
     assert agent.task(task_id)["script"]["entry_point"] == "-m demo_dep"
     enqueue(agent, task_id)
@@ -68,6 +69,7 @@ def test_task_create_module(agent, tmp_path):
 
 
 def test_task_create_absolute_script_deleted(agent, tmp_path):
+    """`Task.create(script=<absolute path>)` after the file was deleted: a clear failure."""
     task_id, script = create(agent, tmp_path, "deleted script", "-")
     Path(script).unlink()
     enqueue(agent, task_id)
@@ -79,7 +81,7 @@ def test_task_create_absolute_script_deleted(agent, tmp_path):
 
 
 def test_task_create_absolute_script_execute_id(agent, tmp_path):
-    """`execute --id` on a draft standalone task, and on a clone of it."""
+    """`execute --id` and `execute --id --clone` on a standalone `Task.create(script=...)` task."""
     task_id, _ = create(agent, tmp_path, f"execute standalone {agent.short}", "-")
     for clone in (False, True):
         done = agent.execute(task_id, clone=clone, cwd=tmp_path)
