@@ -67,6 +67,7 @@ for top in optimizer.get_top_experiments(1):
 """
 
 
+@pytest.mark.flow("`HyperParameterOptimizer` + `RandomSearch`, 3 jobs, best job named")
 def test_hpo_random_search(agent, tmp_path):
     """`HyperParameterOptimizer` with `RandomSearch`, 3 jobs: it finishes and names the best job."""
     base = tmp_path / "train.py"

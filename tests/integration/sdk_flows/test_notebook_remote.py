@@ -217,6 +217,7 @@ KERNEL_REPORTER = "sdk { development { report_use_subprocess: true } }\n"
 NO_ARTIFACT = "sdk { development { store_jupyter_notebook_artifact: false } }\n"
 
 
+@pytest.mark.flow("notebook in a `jupyter server` session: `Task.init` + `execute_remotely`")
 @pytest.mark.parametrize(
     "notebook_artifact",
     [

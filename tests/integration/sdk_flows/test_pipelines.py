@@ -120,6 +120,10 @@ def run_controller(agent, tmp_path: Path, *args: str) -> str:
     return pipeline_id
 
 
+@pytest.mark.flow(
+    "`PipelineController`, 2 function steps, `start_locally(run_pipeline_steps_locally=False)`; "
+    "a step re-run by `execute --id --clone`"
+)
 def test_pipeline_controller_locally(agent, tmp_path):
     """`PipelineController`, two function steps, `start_locally(run_pipeline_steps_locally=False)`; a step
     re-run by `execute --id --clone`."""
@@ -139,6 +143,7 @@ def test_pipeline_controller_locally(agent, tmp_path):
     assert returned(clone, "result") == "41"
 
 
+@pytest.mark.flow("`PipelineController`, 2 function steps, `start(queue=services)` on `--services-mode`")
 def test_pipeline_controller_on_services_queue(agent, tmp_path):
     """`PipelineController`, two function steps, `start(queue=services)` on a services-mode daemon."""
     services = agent.services_queue
@@ -149,6 +154,7 @@ def test_pipeline_controller_on_services_queue(agent, tmp_path):
     assert returned(found["step_two"], "result") == "41"
 
 
+@pytest.mark.flow("`PipelineController` step returning a list (an artifact)")
 @pytest.mark.xfail(reason="needs a files server (artifact uploads) on the embedded server (issue 15)", strict=False)
 def test_pipeline_controller_artifact_return(agent, tmp_path):
     """`PipelineController` whose step returns a list: passed on as an artifact (files server)."""
@@ -157,6 +163,7 @@ def test_pipeline_controller_artifact_return(agent, tmp_path):
     assert returned(found["step_two"], "result") == "41"
 
 
+@pytest.mark.flow("`PipelineDecorator`, 2 components")
 @pytest.mark.xfail(
     reason="needs tasks.get_by_id to answer execution.artifacts (a list, [] when none) on the embedded server "
     "(issue 15): PipelineDecorator._update_eager_generated_steps iterates it and raises TypeError on None",

@@ -50,6 +50,7 @@ def enqueue(agent, task_id: str) -> None:
     agent.raw.ok("tasks.enqueue", {"task": task_id, "queue": queue})
 
 
+@pytest.mark.flow("`Task.create(script=<absolute path>)`")
 @pytest.mark.parametrize("packages", ["-", "demo-dep"], ids=["no-packages", "packages"])
 def test_task_create_absolute_script(agent, tmp_path, packages):
     """`Task.create(script=<absolute path>)`, no repository."""
@@ -60,6 +61,7 @@ def test_task_create_absolute_script(agent, tmp_path, packages):
     assert "standalone ran from" in agent.log(task_id)
 
 
+@pytest.mark.flow("`Task.create(module=...)`, no repository")
 def test_task_create_module(agent, tmp_path):
     """`Task.create(module=...)`, no repository: `-m pkg.mod` from the task's packages."""
     task_id, _ = create(agent, tmp_path, "create module", "demo-dep", script="-m demo_dep")
@@ -68,6 +70,7 @@ def test_task_create_module(agent, tmp_path):
     agent.expect_completed(task_id)
 
 
+@pytest.mark.flow("`Task.create(script=<absolute path>)`, file deleted: a clear failure")
 def test_task_create_absolute_script_deleted(agent, tmp_path):
     """`Task.create(script=<absolute path>)` after the file was deleted: a clear failure."""
     task_id, script = create(agent, tmp_path, "deleted script", "-")
@@ -80,6 +83,7 @@ def test_task_create_absolute_script_deleted(agent, tmp_path):
         assert script in reason and "Task.init" in reason, reason
 
 
+@pytest.mark.flow("`execute --id` and `--clone` of a `Task.create(script=<absolute path>)` task")
 def test_task_create_absolute_script_execute_id(agent, tmp_path):
     """`execute --id` and `execute --id --clone` on a standalone `Task.create(script=...)` task."""
     task_id, _ = create(agent, tmp_path, f"execute standalone {agent.short}", "-")
