@@ -24,6 +24,7 @@ from notebook_agent.engine.build_config import build_settings
 from notebook_agent.engine.task_env import task_config_sections, task_environment, write_task_config
 from notebook_agent.engine.worker_id import standalone_worker_id
 from notebook_agent.environment import EnvironmentSetupError, PreparedEnvironment, prepare
+from notebook_agent.environment.requirements import with_frozen
 from notebook_agent.masking import is_secret_name
 
 logger = logging.getLogger(__name__)
@@ -107,12 +108,9 @@ def _prepare(
 
 def _store_frozen(session: api.Session, task: Mapping[str, Any], frozen: list[str]) -> None:
     """The installed packages as the task's requirements, the original list kept as org_pip (as the runner does)."""
-    if not frozen:
+    requirements = with_frozen((task.get("script") or {}).get("requirements"), frozen)
+    if requirements is None:
         return
-    requirements = dict((task.get("script") or {}).get("requirements") or {})
-    if "pip" in requirements and "org_pip" not in requirements:
-        requirements["org_pip"] = requirements["pip"]
-    requirements["pip"] = frozen
     try:
         api.tasks.set_requirements(session, str(task["id"]), requirements)
     except APIError as err:

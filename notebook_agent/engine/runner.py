@@ -32,7 +32,7 @@ from notebook_agent.engine.process import TaskProcess
 from notebook_agent.engine.task_env import task_environment, write_task_config
 from notebook_agent.environment import BuildSettings, EnvironmentSetupError, PreparedEnvironment, prepare
 from notebook_agent.environment.commands import run as run_command
-from notebook_agent.environment.requirements import recordable
+from notebook_agent.environment.requirements import with_frozen
 
 logger = logging.getLogger(__name__)
 
@@ -456,13 +456,9 @@ class TaskRunner:
             raise EnvironmentSetupError(f"setup shell script failed with exit code {done.returncode}")
 
     def _set_requirements(self, task: dict, frozen: list[str]) -> None:
-        requirements = dict((task.get("script") or {}).get("requirements") or {})
-        frozen = recordable(frozen)
-        if not frozen:
+        requirements = with_frozen((task.get("script") or {}).get("requirements"), frozen)
+        if requirements is None:
             return
-        if "pip" in requirements and "org_pip" not in requirements:
-            requirements["org_pip"] = requirements["pip"]
-        requirements["pip"] = frozen  # clearml-agent stores the frozen list the same way
         try:
             api.tasks.set_requirements(self.session, task["id"], requirements)
         except APIError as err:

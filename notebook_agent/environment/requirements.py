@@ -34,11 +34,21 @@ def task_requirements(script: Mapping[str, Any], repo_root: Path | None, entry_d
     return "".join(parts)
 
 
-def recordable(frozen: list[str]) -> list[str]:
-    """The frozen list as a task's requirements record: without the lines that name files of this machine (editable
-    installs such as the agent's own `-e /src/...` seen through system site packages, `pkg @ file://...`). A clone
-    runs its record as requirements; those lines would rebuild local checkouts or fail where the files are not."""
-    return [line for line in frozen if local_requirement(line) is None]
+def with_frozen(requirements: Mapping[str, Any] | None, frozen: list[str]) -> dict[str, Any] | None:
+    """A task's requirements after its run, as clearml-agent stores them: `frozen` as `pip`, the original list kept
+    as `org_pip`; None when there is nothing to record.
+
+    The frozen lines that name files of this machine are left out (editable installs such as the agent's own
+    `-e /src/...` seen through system site packages, `pkg @ file://...`): a clone runs this record as its
+    requirements, and those lines would rebuild local checkouts or fail where the files are not."""
+    kept = [line for line in frozen if local_requirement(line) is None]
+    if not kept:
+        return None
+    stored = dict(requirements or {})
+    if "pip" in stored and "org_pip" not in stored:
+        stored["org_pip"] = stored["pip"]
+    stored["pip"] = kept
+    return stored
 
 
 def folders_down_to(root: Path, leaf: Path) -> list[Path]:

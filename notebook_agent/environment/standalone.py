@@ -51,6 +51,10 @@ def without_repository(code_dir: Path, entry_point: str, working_dir: str, diff:
         if has_source:
             # `-m pkg.mod` with its source: write that module and run it from the code folder, where `-m` finds it.
             write_script(code_dir, module_argv[0].replace(".", "/") + ".py", diff)
+            if cwd != code_dir:
+                reporter.log(
+                    f"working dir {working_dir} not used: the module's stored source runs from the task's folder"
+                )
             cwd = code_dir
         return Entry(cwd, ["-m", *module_argv])
     # The whole entry point names the file unless it is "file.py args...", as clearml-agent reads it.

@@ -41,6 +41,18 @@ sdk {
 }
 """
 
+# The head of a script that makes its task with `Task.init` and hands it to a queue with `execute_remotely` (the
+# rest runs only under the agent): the folder's requirements.txt instead of the SDK's import analysis, which may look
+# packages up online; `ID` is printed by the local run and by the agent's, which must name the same task.
+REMOTE_HEAD = """
+from clearml import Task
+Task.force_requirements_env_freeze(force=False, requirements_file="requirements.txt")
+task = Task.init(project_name="sdk matrix", task_name={name!r}, auto_connect_frameworks=False,
+                 auto_resource_monitoring=False)
+print("ID", task.id, flush=True)
+task.execute_remotely(queue_name={queue!r})
+"""
+
 
 def values(stdout: str, prefix: str) -> list[str]:
     """The values of the lines "PREFIX value" that SDK code printed."""

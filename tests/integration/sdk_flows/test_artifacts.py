@@ -8,19 +8,16 @@ import sys
 
 import pytest
 
-from tests.integration.sdk_flows.conftest import values
+from tests.integration.sdk_flows.conftest import REMOTE_HEAD, values
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-TRAIN = """
+TRAIN = (
+    REMOTE_HEAD
+    + """
 from pathlib import Path
 import numpy
-from clearml import OutputModel, Task
-Task.force_requirements_env_freeze(force=False, requirements_file="requirements.txt")
-task = Task.init(project_name="sdk matrix", task_name={name!r}, auto_connect_frameworks=False,
-                 auto_resource_monitoring=False)
-print("ID", task.id, flush=True)
-task.execute_remotely(queue_name={queue!r})
+from clearml import OutputModel
 Path("notes.txt").write_text("artifact file body")
 Path("weights.bin").write_bytes(b"weights body")
 # Each store on its own, so that the log says which of them the server refused.
@@ -40,6 +37,7 @@ for step, store in steps.items():
         print("REFUSED", step, type(error).__name__, str(error)[:300], flush=True)
 task.flush(wait_for_uploads=True)
 """
+)
 
 READ = """
 import json, sys

@@ -15,21 +15,15 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.gitrepo import make_git_repo
-from tests.integration.sdk_flows.conftest import values
+from tests.integration.sdk_flows.conftest import REMOTE_HEAD, values
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-# The repository's (or folder's) requirements.txt instead of the SDK's import analysis, which may look packages up
-# online. Everything after execute_remotely runs only under the agent; Logger reports are read back by
-# test_reporting. `ID` is printed by both runs: the local one and the agent's must name the same task.
-TRAIN = """
+# After the head, what only the agent's run does; its Logger reports are read back by test_reporting.
+TRAIN = (
+    REMOTE_HEAD
+    + """
 import clearml
-from clearml import Task
-Task.force_requirements_env_freeze(force=False, requirements_file="requirements.txt")
-task = Task.init(project_name="sdk matrix", task_name={name!r}, auto_connect_frameworks=False,
-                 auto_resource_monitoring=False)
-print("ID", task.id, flush=True)
-task.execute_remotely(queue_name={queue!r})
 import demo_dep
 print("VALUE", demo_dep.VALUE)
 print("LOCALLY", Task.running_locally())
@@ -39,6 +33,7 @@ for i in range(3):
     logger.report_scalar("loss", "train", value=1.0 / (i + 1), iteration=i)
 logger.report_text("TEXT a line sent with report_text")
 {live}"""
+)
 
 # While the task still runs, the SDK's reporter sends its reports every report_period_sec (1 s here): the task
 # itself polls the server for its scalars, as a user watching the UI would, and says whether they arrived.

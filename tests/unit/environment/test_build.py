@@ -10,8 +10,8 @@ import pytest
 
 from notebook_agent.environment import BuildSettings, EnvironmentSetupError, ListReporter, prepare
 from notebook_agent.environment.build import _entry_argv
-from notebook_agent.environment.requirements import recordable
 from notebook_agent.environment.requirements import task_requirements as _requirements
+from notebook_agent.environment.requirements import with_frozen
 from tests.fakes.gitrepo import commit_files, git, make_git_repo
 from tests.unit.environment.conftest import GREETING
 
@@ -166,9 +166,15 @@ def test_requirement_precedence(tmp_path: Path) -> None:
     assert _requirements({}, tmp_path / "elsewhere") == ""
 
 
-def test_requirements_record_leaves_out_local_files() -> None:
+def test_requirements_record_keeps_the_original_and_leaves_out_local_files() -> None:
     frozen = ["six==1.17.0", "-e file:///src/notebook-agent", "demo @ file:///tmp/demo-1.0.whl", "clearml==2.1.12"]
-    assert recordable(frozen) == ["six==1.17.0", "clearml==2.1.12"]
+    assert with_frozen({"pip": "six\nclearml"}, frozen) == {
+        "pip": ["six==1.17.0", "clearml==2.1.12"],
+        "org_pip": "six\nclearml",
+    }
+    # A second run keeps the first original; nothing recordable leaves the task's requirements as they are.
+    assert with_frozen({"pip": ["six==1.16"], "org_pip": "six"}, ["six==1.17.0"])["org_pip"] == "six"
+    assert with_frozen({"pip": "six"}, ["-e /src/x"]) is None
 
 
 def test_entry_point_forms(tmp_path: Path) -> None:
