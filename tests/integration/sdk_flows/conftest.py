@@ -1,8 +1,9 @@
-"""The SDK workflow matrix: one embedded server, and each flow run by our daemon and by the real clearml-agent.
+"""The SDK workflow matrix: each flow run by our daemon and by the real clearml-agent, on the embedded server.
 
 Each agent gets a regular daemon on its own queue and, when a flow asks for it, a services-mode daemon on a second
-queue; both run as separate processes for the whole session, as a user would start them. Every (flow, agent)
-outcome is written to `tests/artifacts/sdk_matrix.json`, and as the README's table to `tests/artifacts/sdk_matrix.md`.
+queue; both run as separate processes for the whole session, as a user would start them. The clearml-agent column
+runs in a second pytest process beside this one, on its own server (peer_process.py). Every (flow, agent) outcome
+is written to `tests/artifacts/sdk_matrix.json`, and as the README's table to `tests/artifacts/sdk_matrix.md`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from notebook_agent.environment.agent_wheels import agent_closure, repack
 from notebook_agent.server import EmbeddedServer
 from tests.conftest import RawClient
 from tests.fakes.wheels import build_wheel
+from tests.integration.sdk_flows import peer_process
+from tests.integration.sdk_flows.peer_process import PeerFailed, PeerRun
 
 AGENTS = ("notebook-agent", "clearml-agent")
 FINAL = ("completed", "failed", "stopped", "published")
@@ -283,8 +286,10 @@ def _agents(matrix_server, matrix_raw, matrix_wheelhouse, tmp_path_factory) -> I
 
 
 @pytest.fixture(params=AGENTS)
-def agent(request, _agents, matrix_server, matrix_raw, matrix_wheelhouse, tmp_path_factory) -> AgentUnderTest:
+def agent(request, _agents, matrix_server, matrix_raw, matrix_wheelhouse, tmp_path_factory) -> AgentUnderTest | None:
     name = request.param
+    if _PEER is not None and name == PEER_AGENT:
+        return None  # the peer process runs this item; pytest_pyfunc_call reports its result
     if name not in _agents:
         root = tmp_path_factory.mktemp(name)
         _agents[name] = AgentUnderTest(name, matrix_server, matrix_raw, root, matrix_wheelhouse)
@@ -292,6 +297,48 @@ def agent(request, _agents, matrix_server, matrix_raw, matrix_wheelhouse, tmp_pa
 
 
 _RESULTS: dict[str, dict[str, str]] = {}
+PEER_AGENT = "clearml-agent"
+_PEER: PeerRun | None = None
+_PEER_ITEMS: list[str] = []
+
+
+def _is_peer(item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("agent") == PEER_AGENT
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m deselected what they do
+def pytest_collection_modifyitems(session, config, items):
+    if config.option.collectonly or peer_process.in_peer() or os.environ.get(peer_process.SERIAL_ENV):
+        return
+    _PEER_ITEMS[:] = [item.nodeid for item in items if _is_peer(item)]
+
+
+@pytest.hookimpl(tryfirst=True)  # before the item's fixtures: the agent fixture asks whether the peer runs it
+def pytest_runtest_setup(item):
+    """The peer process starts with the matrix's first item, so that it runs beside the matrix only (not beside
+    the rest of the suite, whose timings assume the machine to themselves)."""
+    global _PEER
+    if _PEER is None and _PEER_ITEMS:
+        _PEER = PeerRun(_PEER_ITEMS, Path(str(item.config.rootpath)), ARTIFACTS / "sdk_matrix_peer")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _PEER is not None:
+        _PEER.stop()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """A clearml-agent item here: what the peer process reported for it, as if it ran here."""
+    if _PEER is None or not _is_peer(pyfuncitem):
+        return None
+    found = _PEER.result(pyfuncitem.nodeid, timeout=290)
+    if found["outcome"] == "passed":  # an xpass too
+        return True
+    if found["outcome"] == "skipped" and not found["wasxfail"]:
+        pytest.skip(found["text"])
+    raise PeerFailed(f"in the clearml-agent process:\n{found['text']}")  # an xfail item turns it into its xfail
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -301,6 +348,14 @@ def pytest_runtest_makereport(item, call):
     callspec = getattr(item, "callspec", None)
     if callspec is None or "agent" not in callspec.params:
         return
+    if peer_process.in_peer() and (report.when == "call" or report.outcome != "passed"):
+        peer_process.record(
+            Path(os.environ[peer_process.RESULTS_ENV]),
+            item.nodeid,
+            report.outcome,
+            report.longreprtext,
+            getattr(report, "wasxfail", None),
+        )
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         # The flow: the test with its parameter ids other than the agent's ("test_x[packages]").
         others = callspec.id.replace(callspec.params["agent"], "").strip("-").replace("--", "-")
@@ -329,7 +384,7 @@ def matrix_table(results: dict[str, dict[str, str]]) -> str:
 
 
 def _write_matrix() -> None:
-    if not _RESULTS:
+    if not _RESULTS or peer_process.in_peer():  # the main process writes both columns
         return
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "sdk_matrix.json").write_text(json.dumps(_RESULTS, indent=1, sort_keys=True) + "\n")
