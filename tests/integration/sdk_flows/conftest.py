@@ -26,7 +26,7 @@ from notebook_agent.server import EmbeddedServer
 from tests.conftest import RawClient
 from tests.fakes.wheels import build_wheel
 from tests.integration.sdk_flows import peer_process
-from tests.integration.sdk_flows.peer_process import PeerFailed, PeerRun
+from tests.integration.sdk_flows.peer_process import PeerFailed, PeerRun, end_group
 
 AGENTS = ("notebook-agent", "clearml-agent")
 FINAL = ("completed", "failed", "stopped", "published")
@@ -76,13 +76,7 @@ class Daemon:
         return self.log_path.read_text(errors="replace")[-chars:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        end_group(self.proc, signal.SIGINT)  # Ctrl-C, as a user stops a daemon
         self._log.close()
 
 

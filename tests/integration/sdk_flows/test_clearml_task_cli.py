@@ -56,16 +56,26 @@ def test_clearml_task_local_script_with_requirements(agent, tmp_path):
     assert "VALUE demo-dep says 42" in agent.log(task_id)
 
 
+def repo_task(agent, root: Path) -> str:
+    """The completed task of `clearml-task --repo <bare repo> --branch main --script x.py` (once per agent and
+    session: test_execute_id clones it)."""
+    key = agent.name + " repo"
+    if key not in _MADE:
+        work = root / "work"
+        make_git_repo(work, {"x.py": SCRIPT, "requirements.txt": "demo-dep\n"})
+        origin = root / "origin.git"
+        subprocess.run(["git", "clone", "-q", "--bare", str(work), str(origin)], check=True)
+        args = ["--project", "sdk matrix", "--name", f"cli repo {agent.short}", "--repo", origin.as_uri()]
+        task_id = clearml_task(agent, root, *args, "--branch", "main", "--script", "x.py")
+        script = agent.task(task_id)["script"]
+        assert script["repository"] == origin.as_uri() and script["branch"] == "main", script
+        agent.expect_completed(task_id)
+        _MADE[key] = task_id
+    return _MADE[key]
+
+
 @pytest.mark.flow("`clearml-task --repo file:///... --branch main --script x.py`")
 def test_clearml_task_repo_branch(agent, tmp_path):
     """`--repo` a bare repository (file://) and `--branch`: the agent clones it and runs the script at the tip."""
-    work = tmp_path / "work"
-    make_git_repo(work, {"x.py": SCRIPT, "requirements.txt": "demo-dep\n"})
-    origin = tmp_path / "origin.git"
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(origin)], check=True)
-    args = ["--project", "sdk matrix", "--name", f"cli repo {agent.short}", "--repo", origin.as_uri()]
-    task_id = clearml_task(agent, tmp_path, *args, "--branch", "main", "--script", "x.py")
-    script = agent.task(task_id)["script"]
-    assert script["repository"] == origin.as_uri() and script["branch"] == "main", script
-    agent.expect_completed(task_id)
+    task_id = repo_task(agent, tmp_path)
     assert "VALUE demo-dep says 42" in agent.log(task_id)

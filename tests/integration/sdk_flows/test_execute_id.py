@@ -1,9 +1,10 @@
 """`execute --id ID --clone`: the agent clones a task made by an earlier flow (a completed one, or the draft
 template) and runs the clone in the foreground; the clone completes and has what the original ran with.
 
-The originals are the tasks of test_clearml_task_cli (a local script), test_execute_remotely (a git repository
-with a remote and an uncommitted diff) and test_overrides (the draft template, and its clone with overridden
-parameters), made once per agent and session. A completed original carries the requirements its run froze, which
+The originals are the tasks of test_clearml_task_cli (a local script, a repository), test_execute_remotely (a git
+repository with a remote and an uncommitted diff, a folder without one) and test_overrides (the draft template, and
+its clone with overridden parameters), made once per agent and session; a pipeline step's clone is in
+test_pipelines. A completed original carries the requirements its run froze, which
 the clone installs. Standalone `Task.create(script=/abs/path)` tasks are left to test_task_create.
 """
 
@@ -21,6 +22,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 # The original's task id, and lines "PREFIX value" its clone must print.
 SOURCES = {
     "cli-script": lambda agent, root: (test_clearml_task_cli.script_task(agent, root), {"VALUE": "demo-dep says 42"}),
+    "cli-repo": lambda agent, root: (test_clearml_task_cli.repo_task(agent, root), {"VALUE": "demo-dep says 42"}),
+    "remote-folder": lambda agent, root: (
+        test_execute_remotely.remote_task(agent, root, "folder"),
+        {"VALUE": "demo-dep says 42", "LIVE": "True"},
+    ),
     "remote-git": lambda agent, root: (
         test_execute_remotely.remote_task(agent, root, "git"),
         {"VALUE": "demo-dep says 42", "DIFF": "a line only the uncommitted diff prints"},
@@ -45,6 +51,6 @@ def test_execute_clone(agent, tmp_path, source):
     log = agent.log(clone)
     for prefix, value in expected.items():
         assert values(log, prefix) == [value], f"{prefix}: {values(log, prefix)}\n{log[-3000:]}"
-    if source != "cli-script":
+    if not source.startswith("cli-"):
         assert values(log, "ID") == [clone], log[-3000:]  # Task.init under the agent attached to the clone
     assert agent.task(original)["status"] in ("completed", "created")  # the original is left as it was
