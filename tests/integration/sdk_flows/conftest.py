@@ -140,18 +140,8 @@ class AgentUnderTest:
                 "CLEARML_WORKER_ID": f"{self.host}:{kind}",
             }
             if self.name == "notebook-agent":
-                argv = [
-                    sys.executable,
-                    "-m",
-                    "notebook_agent",
-                    "daemon",
-                    "--queue",
-                    queue,
-                    "--create-queue",
-                    "--cpu-only",
-                ]
-                if services:
-                    argv.append("--services-mode")
+                argv = [sys.executable, "-m", "notebook_agent", "daemon", "--queue", queue, "--create-queue"]
+                argv += ["--cpu-only"] + (["--services-mode"] if services else [])
             else:
                 # Its poll interval cut from 5 s to 0.2 s, for the tests' pace (ours long-polls the embedded server).
                 env["CLEARML_AGENT_QUEUE_POLL_FREQ_SEC"] = "0.2"
