@@ -23,9 +23,9 @@ from notebook_agent.environment.interpreter import choose_python
 from notebook_agent.environment.managers import PackageManager
 from notebook_agent.environment.progress import BuildProgress
 from notebook_agent.environment.reporter import BuildReporter
-from notebook_agent.environment.script import inside, is_literal_script, write_script
+from notebook_agent.environment.script import inside, is_absolute, is_literal_script, write_script
 from notebook_agent.environment.selection import select_manager
-from notebook_agent.environment.standalone import is_absolute, split_entry, without_repository
+from notebook_agent.environment.standalone import split_entry, without_repository
 from notebook_agent.masking import mask_url
 
 logger = logging.getLogger(__name__)

@@ -38,9 +38,9 @@ def with_frozen(requirements: Mapping[str, Any] | None, frozen: list[str]) -> di
     """A task's requirements after its run, as clearml-agent stores them: `frozen` as `pip`, the original list kept
     as `org_pip`; None when there is nothing to record.
 
-    The frozen lines that name files of this machine are left out (editable installs such as the agent's own
-    `-e /src/...` seen through system site packages, `pkg @ file://...`): a clone runs this record as its
-    requirements, and those lines would rebuild local checkouts or fail where the files are not."""
+    The frozen lines that name files of this machine are left out (editable installs of a checkout such as
+    `-e /src/...`, `pkg @ file://...`): a clone runs this record as its requirements, and those lines would rebuild
+    local checkouts or fail where the files are not."""
     kept = [line for line in frozen if local_requirement(line) is None]
     if not kept:
         return None

@@ -19,12 +19,17 @@ def is_literal_script(diff: str) -> bool:
     return not (text.startswith("submodule ") and len(lines) > 1 and lines[1].lstrip().startswith("diff "))
 
 
+def is_absolute(path: str) -> bool:
+    """An absolute path on POSIX or Windows (`/x`, `C:\\x`, `C:x`): never one to join under a checkout."""
+    windows = PureWindowsPath(path)
+    return PurePosixPath(path).is_absolute() or windows.is_absolute() or bool(windows.drive)
+
+
 def inside(base: Path, relative: str, what: str) -> Path:
     """`base / relative`, refusing absolute paths and any that resolve outside `base` (`../x.py`, symlinks)."""
     if not relative.strip():
         raise EnvironmentSetupError(f"{what} is empty")
-    windows = PureWindowsPath(relative)
-    if PurePosixPath(relative).is_absolute() or windows.is_absolute() or windows.drive:
+    if is_absolute(relative):
         raise EnvironmentSetupError(f"{what} must be a relative path: {relative}")
     target = (base / relative).resolve()
     if not target.is_relative_to(base.resolve()):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath
 
 from notebook_agent.environment.errors import EnvironmentSetupError
 from notebook_agent.environment.reporter import BuildReporter
-from notebook_agent.environment.script import is_literal_script, write_script
+from notebook_agent.environment.script import is_absolute, is_literal_script, write_script
 
 # What to do when a task names a file this machine does not have: give the task its source.
 HOW_TO_SHIP_SOURCE = (
@@ -23,11 +23,6 @@ class Entry:
 
     cwd: Path
     argv: list[str]
-
-
-def is_absolute(path: str) -> bool:
-    windows = PureWindowsPath(path)
-    return PurePosixPath(path).is_absolute() or windows.is_absolute() or bool(windows.drive)
 
 
 def split_entry(entry_point: str) -> list[str]:
